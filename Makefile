@@ -1,0 +1,26 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[mindspore,dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m harness run --backend pytorch --model lenet5 --dataset mnist-sample --epochs 3 --quiet
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench_training.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

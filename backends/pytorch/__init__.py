@@ -1,0 +1,99 @@
+"""The PyTorch backend: realises harness ModelSpecs as torch.nn modules (cpu, cuda, npu)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.config import TrainConfig
+from harness.errors import BackendUnavailable
+from harness.spec import ModelSpec
+
+from . import build as _build
+from .export import export_onnx as _export_onnx
+from .step import TorchTrainer
+
+_PREFERENCE = ("npu", "cuda", "cpu")  # what `auto` picks first
+
+
+def _npu_available() -> bool:
+    if importlib.util.find_spec("torch_npu") is None:
+        return False
+    import torch_npu  # noqa: F401  (registers the npu device with torch)
+    return bool(torch.npu.is_available())
+
+
+class PyTorchBackend:
+    """The Backend protocol for PyTorch (see harness/backend.py)."""
+
+    name = "pytorch"
+    checkpoint_suffix = ".pt"
+
+    def devices(self) -> list[str]:
+        found = ["cpu"]
+        if torch.cuda.is_available():
+            found.append("cuda")
+        if _npu_available():
+            found.append("npu")
+        return found
+
+    def resolve_device(self, device: str) -> str:
+        usable = self.devices()
+        if device == "auto":
+            return next(d for d in _PREFERENCE if d in usable)
+        kind = device.split(":")[0]
+        if kind not in usable:
+            why = {"cuda": "torch.cuda.is_available() is False (CPU-only torch build or no GPU)",
+                   "npu": "torch_npu is not installed or sees no Ascend device"}.get(kind, "not a PyTorch device")
+            raise BackendUnavailable(
+                f"device {device!r} is not usable by pytorch here: {why}; usable devices: {', '.join(usable)}, or auto")
+        return device
+
+    def versions(self) -> dict[str, str]:
+        return {"torch": torch.__version__, "numpy": np.__version__, "torch_threads": str(torch.get_num_threads())}
+
+    def build(self, spec: ModelSpec, device: str) -> _build.TorchModel:
+        return _build.build(spec, torch.device(device))
+
+    def set_weights(self, model, weights) -> None:
+        _build.set_weights(model, weights)
+
+    def get_weights(self, model) -> dict[str, np.ndarray]:
+        return _build.get_weights(model)
+
+    def make_trainer(self, model, train: TrainConfig, decay_names: set[str]) -> TorchTrainer:
+        return TorchTrainer(model, train, decay_names)
+
+    @torch.inference_mode()
+    def predict(self, model, x: np.ndarray, batch_size: int) -> np.ndarray:
+        model.module.eval()
+        outputs = [model.module(torch.from_numpy(x[i:i + batch_size]).to(model.device)).cpu()
+                   for i in range(0, len(x), batch_size)]
+        return torch.cat(outputs).numpy()
+
+    @torch.inference_mode()
+    def activations(self, model, x: np.ndarray) -> dict[str, np.ndarray]:
+        model.module.eval()
+        value, out = torch.from_numpy(x).to(model.device), {}
+        for name, layer in model.module.named_children():
+            value = layer(value)
+            out[name] = value.cpu().numpy().copy()
+        return out
+
+    def save(self, model, path: Path) -> None:
+        torch.save(model.module.state_dict(), path)
+
+    def load(self, spec: ModelSpec, path: Path, device: str) -> _build.TorchModel:
+        model = self.build(spec, device)
+        # weights_only: a .pt is a pickle; only tensors and plain containers may come out of it.
+        model.module.load_state_dict(torch.load(path, map_location=device, weights_only=True), strict=True)
+        return model
+
+    def export_onnx(self, model, path: Path, batch_size: int | None = None) -> Path:
+        return _export_onnx(model, path, batch_size)
+
+
+BACKEND = PyTorchBackend()

@@ -1,0 +1,73 @@
+"""Build a torch.nn.Module from a ModelSpec and move canonical weights in and out."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+# BatchNorm's canonical suffixes -> torch's state_dict names.
+_BN_NAMES = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "running_var"}
+
+
+@dataclass
+class TorchModel:
+    """The opaque model handle: the module, its spec and its device."""
+
+    spec: ModelSpec
+    module: nn.Sequential
+    device: torch.device
+
+
+def _layer(layer) -> nn.Module:
+    if isinstance(layer, Conv2d):
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                         stride=layer.stride, padding=layer.padding, bias=layer.bias)
+    if isinstance(layer, Pool):
+        pool = nn.MaxPool2d if layer.kind == "max" else nn.AvgPool2d
+        return pool(layer.kernel_size, stride=layer.stride)
+    if isinstance(layer, Activation):
+        return _ACTIVATIONS[layer.kind]()
+    if isinstance(layer, Dropout):
+        return nn.Dropout(layer.p)
+    if isinstance(layer, BatchNorm2d):
+        return nn.BatchNorm2d(layer.num_features, eps=layer.eps, momentum=layer.momentum)
+    if isinstance(layer, Flatten):
+        return nn.Flatten()
+    if isinstance(layer, Linear):
+        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias)
+    raise TypeError(f"no PyTorch translation for {type(layer).__name__}")
+
+
+def build(spec: ModelSpec, device: torch.device) -> TorchModel:
+    """An nn.Sequential whose child names are the spec's layer names."""
+    module = nn.Sequential(OrderedDict((layer.name, _layer(layer)) for layer in spec.layers))
+    return TorchModel(spec, module.to(device), device)
+
+
+def torch_name(canonical: str) -> str:
+    """state_dict key of a canonical tensor name."""
+    layer, suffix = canonical.rsplit(".", 1)
+    return f"{layer}.{_BN_NAMES.get(suffix, suffix)}"
+
+
+def set_weights(model: TorchModel, weights: dict[str, np.ndarray]) -> None:
+    """Copy canonical weights into the module (strict: every tensor must be given)."""
+    state = {torch_name(name): torch.from_numpy(np.ascontiguousarray(weights[name], dtype=np.float32))
+             for name in model.spec.param_shapes()}
+    for key, value in model.module.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = value  # torch-only counter; unused with a fixed momentum
+    model.module.load_state_dict(state, strict=True)
+
+
+def get_weights(model: TorchModel) -> dict[str, np.ndarray]:
+    """Canonical float32 copies of every tensor, BatchNorm running statistics included."""
+    state = model.module.state_dict()
+    return {name: state[torch_name(name)].detach().cpu().numpy().copy() for name in model.spec.param_shapes()}

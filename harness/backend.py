@@ -1,0 +1,109 @@
+"""The backend protocol: only numpy arrays and harness dataclasses cross it.
+
+A backend owns what must differ between frameworks (building layers, a training
+step, prediction, checkpoints, ONNX export); the harness owns everything that
+must be identical. Backends are imported lazily by name, so a missing framework
+is a one-line ``BackendUnavailable``, not an ImportError.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .config import TrainConfig
+from .errors import BackendUnavailable, HarnessError
+from .spec import ModelSpec
+
+Weights = dict[str, np.ndarray]
+
+# name -> (module holding BACKEND, the framework package it needs, the extra that installs it)
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "pytorch": ("backends.pytorch", "torch", "pip install -c constraints.txt torch==2.13.0"),
+    "mindspore": ("backends.mindspore", "mindspore", "pip install -c constraints.txt '.[mindspore]'"),
+}
+
+
+class Trainer(Protocol):
+    """Optimizer state lives inside; the harness hands it the batch and the lr of each step."""
+
+    def step(self, x: np.ndarray, y: np.ndarray, learning_rate: float) -> float:
+        """One optimizer step on a batch (train mode); returns the mean cross-entropy loss."""
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Optimizer state by canonical names (``<param>.momentum_buffer``, ``.exp_avg``, ``.exp_avg_sq``, ``step``)."""
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``state`` returned (possibly from the other backend)."""
+
+
+class Backend(Protocol):
+    """What every framework backend implements (see DESIGN.md)."""
+
+    name: str
+    checkpoint_suffix: str  # the native checkpoint's file suffix
+
+    def devices(self) -> list[str]:
+        """Devices usable on this machine, e.g. ``["cpu", "cuda"]``."""
+
+    def resolve_device(self, device: str) -> str:
+        """Map a requested device (or ``auto``) to a usable one, or raise BackendUnavailable with the reason."""
+
+    def versions(self) -> dict[str, str]:
+        """Framework and library versions, for provenance."""
+
+    def build(self, spec: ModelSpec, device: str) -> Any:
+        """A model for ``spec`` on ``device`` (an opaque handle)."""
+
+    def set_weights(self, model: Any, weights: Weights) -> None:
+        """Load canonical weights (names and layouts of ``spec.param_shapes()``)."""
+
+    def get_weights(self, model: Any) -> Weights:
+        """Canonical float32 weights, BatchNorm running statistics included."""
+
+    def make_trainer(self, model: Any, train: TrainConfig, decay_names: set[str]) -> Trainer:
+        """A trainer for ``train``'s optimizer; weight decay only on ``decay_names``."""
+
+    def predict(self, model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+        """Eval-mode logits (N, classes) as float32."""
+
+    def activations(self, model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Eval-mode output of every layer, by layer name, in execution order."""
+
+    def save(self, model: Any, path: Path) -> None:
+        """The framework's own checkpoint."""
+
+    def load(self, spec: ModelSpec, path: Path, device: str) -> Any:
+        """A model from ``save``'s file, without executing code from it."""
+
+    def export_onnx(self, model: Any, path: Path, batch_size: int | None = None) -> Path:
+        """ONNX file with input ``x`` and output ``logits``; ``None`` = dynamic batch axis."""
+
+
+def backend_names() -> list[str]:
+    """Every known backend, installed or not."""
+    return list(BACKENDS)
+
+
+def is_installed(name: str) -> bool:
+    """Whether the backend's framework package can be imported (without importing it)."""
+    return importlib.util.find_spec(BACKENDS[name][1]) is not None
+
+
+def get_backend(name: str) -> Backend:
+    """Import and return a backend by name.
+
+    Raises:
+        HarnessError: the name is unknown (listing the known ones).
+        BackendUnavailable: its framework is not installed (saying how to install it).
+    """
+    if name not in BACKENDS:
+        raise HarnessError(f"unknown backend {name!r}; expected one of: {', '.join(BACKENDS)}")
+    module_name, package, install = BACKENDS[name]
+    if not is_installed(name):
+        raise BackendUnavailable(f"backend {name!r} needs {package}, which is not installed: {install}")
+    return importlib.import_module(module_name).BACKEND

@@ -1,0 +1,208 @@
+"""One frozen RunConfig per run: every hyperparameter in one visible place.
+
+Settings are flat keys (``batch_size``, ``learning_rate``...) shared by CLI flags,
+TOML config files and recipes, grouped into three sections. The config hash
+covers what decides the numbers (model, data, training) and leaves out where
+they run (backend, device), so runs on two backends with one hash are comparable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import HarnessError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+FITS = ("auto", "pad", "resize")
+DECAY_SCOPES = ("all", "weights")
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which registry model, with its options."""
+
+    model: str = "lenet5"
+    activation: str | None = None  # None: the model's own
+    pool: str | None = None
+    init: str = "default"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, fit to the model how, and how much of it."""
+
+    dataset: str = "mnist-sample"
+    fit: str = "auto"
+    augment: bool = False
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimizer, schedule and loop settings; ``learning_rate`` is the peak for onecycle."""
+
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    decay_scope: str = "all"  # all: every trainable tensor, as torch; weights: conv/linear weights only
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    schedule: str = "constant"
+    step_size: int = 1  # epochs between decays (step)
+    gamma: float = 0.1  # decay factor (step)
+    min_lr: float = 0.0  # floor (cosine)
+    pct_start: float = 0.3  # onecycle
+    div_factor: float = 25.0  # onecycle
+    final_div_factor: float = 1e4  # onecycle
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; ``config_hash`` ignores backend and device."""
+
+    model: ModelChoice = field(default_factory=ModelChoice)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    backend: str = "pytorch"
+    device: str = "cpu"
+
+    def to_dict(self) -> dict:
+        """Nested plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict:
+        """Flat settings dict, the form used by flags and config files."""
+        return {**dataclasses.asdict(self.model), **dataclasses.asdict(self.data),
+                **dataclasses.asdict(self.train), "backend": self.backend, "device": self.device}
+
+    @property
+    def config_hash(self) -> str:
+        """sha256 (16 hex digits) of the settings that decide the numbers."""
+        identity = {k: v for k, v in self.to_dict().items() if k not in ("backend", "device")}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+SECTIONS = {"model": ModelChoice, "data": DataConfig, "train": TrainConfig}
+TOP_LEVEL = ("backend", "device")
+
+
+def valid_keys() -> list[str]:
+    """Every flat setting name, in section order."""
+    return [f.name for cls in SECTIONS.values() for f in fields(cls)] + list(TOP_LEVEL)
+
+
+def _coerce(key: str, value, annotation: str):
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise HarnessError(f"setting {key} cannot be empty; give a value")
+    kinds = {"int": int, "float": float, "bool": bool, "str": str}
+    kind = next(kinds[k] for k in ("bool", "int", "float", "str") if annotation.startswith(k))
+    if kind is bool and not isinstance(value, bool):
+        raise HarnessError(f"setting {key}={value!r} is not a boolean; use true or false")
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise HarnessError(f"setting {key}={value!r} is not {kind.__name__}; expected a {kind.__name__}")
+    return value
+
+
+def build_config(settings: dict) -> RunConfig:
+    """Make a validated RunConfig from flat settings; unknown keys are rejected.
+
+    Raises:
+        HarnessError: an unknown key (listing the valid ones), a value of the wrong
+            type or out of range.
+    """
+    unknown = sorted(set(settings) - set(valid_keys()))
+    if unknown:
+        raise HarnessError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid_keys())}")
+    parts = {}
+    for section, cls in SECTIONS.items():
+        kwargs = {f.name: _coerce(f.name, settings[f.name], str(f.type))
+                  for f in fields(cls) if f.name in settings}
+        parts[section] = cls(**kwargs)
+    top = {k: _coerce(k, settings[k], "str") for k in TOP_LEVEL if k in settings}
+    config = RunConfig(**parts, **top)
+    validate(config)
+    return config
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise HarnessError(message)
+
+
+def validate(config: RunConfig) -> None:
+    """Range checks on the values; names of models/datasets are checked where they are used."""
+    t, d = config.train, config.data
+    _require(1 <= t.epochs <= 10_000, f"epochs={t.epochs} is out of range; expected 1..10000")
+    _require(1 <= t.batch_size <= 65_536, f"batch_size={t.batch_size} is out of range; expected 1..65536")
+    _require(0 < t.learning_rate <= 10, f"learning_rate={t.learning_rate} is out of range; expected 0 < lr <= 10")
+    _require(t.optimizer in OPTIMIZERS, f"unknown optimizer {t.optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}")
+    _require(t.schedule in SCHEDULES, f"unknown schedule {t.schedule!r}; expected one of: {', '.join(SCHEDULES)}")
+    _require(0 <= t.momentum < 1, f"momentum={t.momentum} is out of range; expected 0 <= momentum < 1")
+    _require(0 <= t.dampening <= 1, f"dampening={t.dampening} is out of range; expected 0..1")
+    _require(not t.nesterov or (t.momentum > 0 and t.dampening == 0),
+             "nesterov needs momentum > 0 and dampening 0 (as torch.optim.SGD); change one of them")
+    _require(t.weight_decay >= 0, f"weight_decay={t.weight_decay} is negative; expected >= 0")
+    _require(t.decay_scope in DECAY_SCOPES, f"unknown decay_scope {t.decay_scope!r}; expected all or weights")
+    _require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "beta1 and beta2 must be in [0, 1)")
+    _require(t.eps > 0, f"eps={t.eps} must be > 0")
+    _require(t.step_size >= 1 and 0 < t.gamma <= 1, "step schedule needs step_size >= 1 and 0 < gamma <= 1")
+    _require(0 < t.pct_start < 1 and t.div_factor > 0 and t.final_div_factor > 0,
+             "onecycle needs 0 < pct_start < 1, div_factor > 0, final_div_factor > 0")
+    _require(d.fit in FITS, f"unknown fit {d.fit!r}; expected one of: {', '.join(FITS)}")
+    for key in ("limit_train", "limit_test"):
+        value = getattr(d, key)
+        _require(value is None or value >= 1, f"{key}={value} must be >= 1")
+
+
+def read_settings_file(path: Path) -> dict:
+    """Flat settings from a TOML file (recipes use the same form)."""
+    try:
+        with open(path, "rb") as handle:
+            settings = tomllib.load(handle)
+    except FileNotFoundError:
+        raise HarnessError(f"config file {path} does not exist; pass the path of a .toml file") from None
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise HarnessError(f"cannot read config file {path}: {error}; expected flat TOML keys") from None
+    settings.pop("about", None)  # recipes describe their tutorial there; not a setting
+    return settings
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped in ``recipes/``."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def read_recipe(name: str) -> dict:
+    """Flat settings of a shipped recipe."""
+    if name not in recipe_names():
+        raise HarnessError(f"unknown recipe {name!r}; expected one of: {', '.join(recipe_names())}")
+    return read_settings_file(RECIPES_DIR / f"{name}.toml")
+
+
+def config_from_json(text: str) -> RunConfig:
+    """Inverse of ``json.dumps(config.to_dict())``."""
+    nested = json.loads(text)
+    flat = {k: v for section in SECTIONS for k, v in nested.get(section, {}).items()}
+    flat.update({k: nested[k] for k in TOP_LEVEL if k in nested})
+    return build_config(flat)

@@ -1,0 +1,57 @@
+"""Run any exported .onnx in ONNX Runtime and summarise its graph, independent of the exporter."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .errors import HarnessError
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own untyped errors for corrupt files
+        raise HarnessError(f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0]}; re-export the model") from None
+
+
+def run_onnx(path: Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits of ``x`` from the model in ``path``, batch by batch (float32)."""
+    session = _session(path)
+    name = session.get_inputs()[0].name
+    fixed = session.get_inputs()[0].shape[0]
+    step = fixed if isinstance(fixed, int) else batch_size
+    outputs = [session.run(None, {name: np.ascontiguousarray(x[i:i + step])})[0] for i in range(0, len(x), step)]
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def graph_summary(path: Path) -> dict:
+    """Opset, IR version, inputs/outputs with shapes, node count and op histogram."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as error:  # onnx raises several unrelated types for corrupt files
+        raise HarnessError(f"{path} is not a valid ONNX model: {str(error).splitlines()[0]}; re-export it") from None
+
+    def shape(value) -> str:
+        dims = value.type.tensor_type.shape.dim
+        return "x".join(d.dim_param or str(d.dim_value) for d in dims)
+
+    ops = Counter(node.op_type for node in model.graph.node)
+    return {
+        "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0),
+        "ir_version": model.ir_version,
+        "inputs": ";".join(f"{v.name}[{shape(v)}]" for v in model.graph.input),
+        "outputs": ";".join(f"{v.name}[{shape(v)}]" for v in model.graph.output),
+        "num_nodes": len(model.graph.node),
+        "ops": dict(sorted(ops.items())),
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+    }

@@ -1,0 +1,112 @@
+"""One run end to end: data, spec, initial weights, training, artefacts in ``runs/<run_id>/``.
+
+A run folder holds config.json (+ hash), metrics.csv, weights.npz, the native
+checkpoint, model.onnx, predictions.npz and run.json (versions, device,
+timings, status). Every file is written atomically; run.json is written first
+with status ``running`` so an interrupted run is recognisable as such.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .backend import get_backend
+from .config import RunConfig
+from .data import Dataset, load_raw, prepare
+from .loop import TrainResult, train
+from .metrics import accuracy
+from .models import MODELS, build_model
+from .onnxcheck import run_onnx
+from .runs import atomic_path, create_run_dir, write_json
+from .spec import ModelSpec
+from .weights import init_weights, save_weights
+
+
+@dataclass
+class RunOutcome:
+    """Where a run landed and its headline numbers."""
+
+    run_dir: Path
+    summary: dict
+
+
+def load_data(config: RunConfig, data_dir: Path | None) -> tuple[ModelSpec, Dataset]:
+    """The spec fitted to the dataset's channels and classes, and the prepared data."""
+    m, d = config.model, config.data
+    entry = MODELS.get(m.model)
+    synthetic_shape = (entry.channels, entry.size, entry.size) if entry else (1, 28, 28)
+    raw = load_raw(d.dataset, data_dir=data_dir, synthetic_shape=synthetic_shape, seed=config.train.seed)
+    channels, classes = raw.train_images.shape[1], raw.info.num_classes
+    spec = build_model(m.model, channels, classes, m.activation, m.pool, m.init)
+    return spec, prepare(raw, spec.input_shape, d.fit, d.limit_train, d.limit_test)
+
+
+def _write_metrics(path: Path, result: TrainResult) -> None:
+    frame = pd.concat([pd.DataFrame(result.step_rows).assign(kind="step"),
+                       pd.DataFrame(result.epoch_rows).assign(kind="epoch")], ignore_index=True)
+    columns = ["kind", "epoch", "step", "loss", "lr", "train_loss", "test_loss", "test_accuracy",
+               "seconds", "images_per_s"]
+    with atomic_path(path) as tmp:
+        frame.reindex(columns=columns).to_csv(tmp, index=False)
+
+
+def _export_and_check(backend, model, run_dir: Path, dataset: Dataset, native: np.ndarray) -> dict:
+    onnx_path = run_dir / "model.onnx"
+    with atomic_path(onnx_path) as tmp:
+        backend.export_onnx(model, tmp)
+    onnx_logits = run_onnx(onnx_path, dataset.test_x)
+    with atomic_path(run_dir / "predictions.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, labels=dataset.test_y, logits_native=native, logits_onnx=onnx_logits)
+    return {"onnx_test_accuracy": accuracy(onnx_logits, dataset.test_y),
+            "onnx_max_abs_diff": float(np.abs(onnx_logits - native).max())}
+
+
+def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: bool = False) -> RunOutcome:
+    """Train one backend per ``config`` and write its run folder.
+
+    Raises:
+        HarnessError: bad settings, missing data, unusable backend or device.
+    """
+    backend = get_backend(config.backend)
+    device = backend.resolve_device(config.device)
+    spec, dataset = load_data(config, data_dir)
+    run_dir = create_run_dir(out, config.backend, spec.name, config.config_hash)
+    info = {"run_id": run_dir.name, "status": "running", "backend": config.backend, "device": device,
+            "model": spec.name, "dataset": config.data.dataset, "data_source": dataset.source,
+            "config_hash": config.config_hash, "num_params": spec.num_params,
+            "num_train": len(dataset.train_y), "num_test": len(dataset.test_y),
+            "versions": {"harness": __version__, "python": platform.python_version(), **backend.versions()},
+            "command": " ".join(["harness", *sys.argv[1:]]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(run_dir / "config.json", {"config": config.to_dict(), "config_hash": config.config_hash})
+    write_json(run_dir / "run.json", info)
+    try:
+        model = backend.build(spec, device)
+        backend.set_weights(model, init_weights(spec, config.train.seed))
+        result = train(backend, model, spec, dataset, config, quiet=quiet)
+        _write_metrics(run_dir / "metrics.csv", result)
+        with atomic_path(run_dir / "weights.npz") as tmp:
+            save_weights(tmp, backend.get_weights(model))
+        with atomic_path(run_dir / f"model{backend.checkpoint_suffix}") as tmp:
+            backend.save(model, tmp)
+        info.update(_export_and_check(backend, model, run_dir, dataset, result.test_logits))
+    except BaseException as error:
+        info.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+                    error=f"{type(error).__name__}: {error}")
+        write_json(run_dir / "run.json", info)
+        raise
+    last = result.epoch_rows[-1]
+    images = sum(len(dataset.train_y) for _ in result.epoch_rows)
+    info.update(status="completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                test_accuracy=last["test_accuracy"], test_loss=last["test_loss"], train_loss=last["train_loss"],
+                epochs=len(result.epoch_rows), train_seconds=result.train_seconds,
+                images_per_s=images / result.train_seconds)
+    write_json(run_dir / "run.json", info)
+    return RunOutcome(run_dir, info)

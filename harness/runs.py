@@ -1,0 +1,73 @@
+"""Run folders and atomic writes: a reader never sees a half-written file.
+
+Every file is written to a temporary name in the same folder and renamed into
+place (atomic on POSIX); run folders are created exclusively, so two runs
+started at once never share one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import HarnessError
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary name ends in ``path``'s own suffix, because some writers
+    (MindSpore's checkpoint and ONNX exporters) append one when it is missing.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically write a text file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomically write pretty JSON."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def ensure_writable_dir(path: Path, what: str) -> Path:
+    """Create ``path`` if needed and check it can be written, or raise HarnessError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-")
+        probe.close()
+    except OSError as error:
+        raise HarnessError(f"{what} {path} is not writable ({error.strerror}); pass a folder you can write to") from None
+    return path
+
+
+def create_run_dir(out: Path, backend: str, model: str, config_hash: str) -> Path:
+    """A new, exclusively created ``<out>/<timestamp>-<model>-<backend>-<hash8>[-n]`` folder."""
+    out = ensure_writable_dir(out, "output folder")
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{backend}-{config_hash[:8]}"
+    for attempt in range(1000):
+        candidate = out / (stem if attempt == 0 else f"{stem}-{attempt}")
+        try:
+            candidate.mkdir()  # exclusive: fails if another run took the name first
+            return candidate
+        except FileExistsError:
+            continue
+    raise HarnessError(f"could not create a run folder under {out}: 1000 names taken; clean up {out}")

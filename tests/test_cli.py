@@ -1,0 +1,91 @@
+"""The real command on tiny data, and bad input: one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from tests.conftest import REPO_ROOT
+
+TINY = ["--dataset", "synthetic", "--limit-train", "96", "--limit-test", "32", "--epochs", "2",
+        "--batch-size", "32", "--quiet"]
+
+
+def _harness(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_run_writes_the_whole_run_folder(tmp_path):
+    done = _harness("run", "--backend", "pytorch", "--model", "lenet-tiny", *TINY, "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1 and "test accuracy" in done.stdout
+    (run_dir,) = tmp_path.iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["config.json", "metrics.csv", "weights.npz", "model.pt", "model.onnx", "predictions.npz", "run.json"])
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["num_train"] == 96 and info["num_test"] == 32
+    assert info["config_hash"] == json.loads((run_dir / "config.json").read_text())["config_hash"]
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert (metrics.kind == "step").sum() == 2 * 3 and (metrics.kind == "epoch").sum() == 2
+    predictions = np.load(run_dir / "predictions.npz")
+    assert predictions["logits_native"].shape == (32, 10)
+    assert np.abs(predictions["logits_native"] - predictions["logits_onnx"]).max() <= 1e-5
+    assert info["test_accuracy"] == pytest.approx(np.mean(predictions["logits_native"].argmax(1) == predictions["labels"]))
+
+
+def test_config_file_and_flags_layer_over_a_recipe(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('model = "lenet-tiny"\nepochs = 5\n[about]\nnote = "ignored"\n')
+    code = main(["run", "--config", str(config), "--epochs", "1", *TINY[:-5], "--batch-size", "48", "--quiet",
+                 "--out", str(tmp_path / "runs")])
+    assert code == 0, capsys.readouterr().err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
+    assert saved["model"]["model"] == "lenet-tiny" and saved["train"]["epochs"] == 1
+    assert saved["train"]["batch_size"] == 48
+
+
+BAD_INPUTS = [
+    (["--model", "lenet6"], "unknown model 'lenet6'"),
+    (["--dataset", "imagenet"], "imagenet"),
+    (["--backend", "jax"], "unknown backend 'jax'"),
+    (["--device", "tpu"], "device 'tpu'"),
+    (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'"),
+    (["--schedule", "linear"], "unknown schedule 'linear'"),
+    (["--batch-size", "0"], "batch_size=0"),
+    (["--epochs", "0"], "epochs=0"),
+    (["--lr", "-1"], "learning_rate=-1.0"),
+    (["--epochs", "three"], "invalid int value"),
+    (["--recipe", "nope"], "unknown recipe 'nope'"),
+    (["--config", "missing.toml"], "missing.toml does not exist"),
+    (["--dataset", "mnist", "--data-dir", "no/such/dir"], "no/such/dir"),
+    (["--activation", "gelu"], "unknown activation 'gelu'"),
+]
+
+
+@pytest.mark.parametrize("flags,message", BAD_INPUTS, ids=[" ".join(f) for f, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_nothing_written(flags, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--model", "lenet-tiny", *TINY, *flags, "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_bad_flag_through_the_real_entry_point_has_no_traceback(tmp_path):
+    done = _harness("run", "--model", "nope", "--out", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_list_shows_models_datasets_backends():
+    done = _harness("list")
+    assert done.returncode == 0, done.stderr
+    for needle in ("lenet5", "61,706", "vgg11-bn", "mnist-sample", "cifar10", "pytorch", "recipes:"):
+        assert needle in done.stdout
