@@ -161,7 +161,8 @@ def validate(config: RunConfig) -> None:
     _require(0 <= t.momentum < 1, f"momentum={t.momentum} is out of range; expected 0 <= momentum < 1")
     _require(0 <= t.dampening <= 1, f"dampening={t.dampening} is out of range; expected 0..1")
     _require(not t.nesterov or (t.momentum > 0 and t.dampening == 0),
-             "nesterov needs momentum > 0 and dampening 0 (as torch.optim.SGD); change one of them")
+             f"nesterov needs momentum > 0 and dampening 0 (as torch.optim.SGD), got momentum={t.momentum}, "
+             f"dampening={t.dampening}; change one of them")
     _require(t.weight_decay >= 0, f"weight_decay={t.weight_decay} is negative; expected >= 0")
     _require(t.decay_scope in DECAY_SCOPES, f"unknown decay_scope {t.decay_scope!r}; expected all or weights")
     _require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "beta1 and beta2 must be in [0, 1)")

@@ -6,6 +6,7 @@ streams, so "same seed" would not mean "same weights"; generating them here does
 
 from __future__ import annotations
 
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -88,10 +89,12 @@ def save_weights(path: Path, weights: Weights) -> None:
 
 def load_weights(spec: ModelSpec, path: Path) -> Weights:
     """Read canonical weights written by ``save_weights``, refusing pickled objects."""
+    # np.load reports a bad file in many ways: EOFError (empty), BadZipFile (truncated),
+    # TypeError (a bare .npy array is no context manager), ValueError (pickled objects).
     try:
         with np.load(path, allow_pickle=False) as archive:
             weights = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, TypeError, zipfile.BadZipFile) as error:
         raise HarnessError(f"cannot read weights {path}: {error}; expected a .npz written by harness run") from None
     check_weights(spec, weights, str(path))
     return weights
