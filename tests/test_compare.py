@@ -1,0 +1,87 @@
+"""Agreement metrics and trained-pair statistics, checked against independent computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.compare import (confusion_matrix, first_divergent_layer, mcnemar_exact, pair_metrics, trained_pair,
+                             within)
+from harness.tolerances import Tolerance, tolerance, value
+
+TOL = Tolerance(rtol=1e-4, atol=1e-4)
+
+
+def test_pair_metrics_numbers():
+    b = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 0.5]])
+    a = b + np.array([[0.0, 1e-5, 0.0], [2e-3, 0.0, 0.0]])
+    m = pair_metrics(a, b, TOL)
+    assert m["n"] == 2 and m["max_abs"] == pytest.approx(2e-3) and m["mean_abs"] == pytest.approx((1e-5 + 2e-3) / 6)
+    assert m["max_rel"] == pytest.approx(2e-3 / 1e-7)  # |b| = 0 there: the floor, not a division by zero
+    assert m["p99_abs"] == pytest.approx(np.quantile(np.abs(a - b), 0.99))
+    assert m["cosine"] == pytest.approx(float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b)))
+    assert m["top1_agree"] == 1.0 and m["flipped"] == 0
+    assert m["passed"] is False  # 2e-3 > 1e-4 + 1e-4 * 0
+
+
+def test_pair_passes_inside_tolerance_and_counts_flips():
+    b = np.array([[1.0, 1.00001], [3.0, 0.0]])
+    a = np.array([[1.00002, 1.0], [3.0, 0.0]])  # a tiny change that flips the first argmax
+    m = pair_metrics(a, b, TOL)
+    assert m["passed"] is True and m["flipped"] == 1 and m["top1_agree"] == 0.5
+
+
+def test_nan_never_passes():
+    b = np.ones((2, 3))
+    a = b.copy()
+    a[0, 0] = np.nan
+    assert not within(a, b, TOL) and pair_metrics(a, b, TOL)["passed"] is False
+    assert not within(b, a, TOL)
+    assert not within(np.full((1, 2), np.inf), np.full((1, 2), np.inf), TOL)
+
+
+@pytest.mark.parametrize("b01,b10", [(0, 0), (3, 9), (10, 10), (1, 40), (700, 760)])
+def test_mcnemar_matches_binomial(b01, b10):
+    n, k = b01 + b10, min(b01, b10)
+    expected = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+    assert mcnemar_exact(b01, b10) == pytest.approx(expected, rel=1e-9)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    if n:
+        assert mcnemar_exact(b01, b10) == pytest.approx(scipy_stats.binomtest(k, n, 0.5).pvalue, rel=1e-6)
+
+
+def test_trained_pair_statistics():
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    eye = np.eye(3)
+    predicted_a = np.array([0, 1, 2, 0, 1, 2, 1, 0])  # 6 right
+    predicted_b = np.array([0, 1, 2, 1, 1, 0, 0, 0])  # 5 right
+    stats = trained_pair(eye[predicted_a], eye[predicted_b], labels)
+    assert stats["accuracy_a"] == 6 / 8 and stats["accuracy_b"] == 5 / 8
+    assert stats["accuracy_delta"] == pytest.approx(1 / 8)
+    diffs = (predicted_a == labels).astype(float) - (predicted_b == labels)
+    half = 1.96 * diffs.std(ddof=1) / math.sqrt(8)
+    assert stats["delta_ci_low"] == pytest.approx(1 / 8 - half) and stats["delta_ci_high"] == pytest.approx(1 / 8 + half)
+    assert (stats["mcnemar_b01"], stats["mcnemar_b10"]) == (2, 1)
+    assert stats["top1_agree"] == 5 / 8 and stats["flipped"] == 3
+
+
+def test_confusion_matrix_counts():
+    counts = confusion_matrix(np.eye(3)[[0, 2, 2, 1]], np.array([0, 2, 1, 1]), 3)
+    assert counts.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_first_divergent_layer_names_the_first_failure():
+    acts = {"conv1": np.ones((2, 3)), "act1": np.ones((2, 3)), "fc1": np.ones((2, 2))}
+    broken = {**acts, "act1": acts["act1"] + 1e-2, "fc1": acts["fc1"] + 1.0}
+    found = first_divergent_layer(list(acts), broken, acts, TOL)
+    assert found["layer"] == "act1" and found["max_abs"] == pytest.approx(1e-2)
+    assert first_divergent_layer(list(acts), acts, acts, TOL) is None
+
+
+def test_budget_file_values_and_reasons():
+    assert (tolerance("onnx").rtol, tolerance("onnx").atol) == (1.3e-6, 1e-5)
+    assert (tolerance("cross").rtol, tolerance("cross").atol) == (1e-4, 1e-4)
+    assert all(tolerance(kind).why for kind in ("onnx", "cross", "reference", "layer"))
+    assert value("trained", "accuracy_band") == 0.01

@@ -1,0 +1,170 @@
+"""Tests of harness.reference: the float64 numpy forward pass against torch.nn.functional in float64."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from harness.models import MODELS, build_model
+from harness.reference import apply_layer, forward, predict
+from harness.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
+from harness.weights import init_weights
+
+# float64 end to end on both sides: only summation order differs, ~1e-15 relative.
+TOLERANCE = 1e-10
+# VGG11's float64 torch convolutions are slow; a few images test the arithmetic as well as many.
+IMAGES = {"vgg11": 3, "vgg11-bn": 3}
+
+
+def _randomise_batch_norm(spec: ModelSpec, weights: dict, seed: int = 1) -> dict:
+    """Non-trivial running statistics and affine terms, so BatchNorm is really exercised."""
+    rng, weights = np.random.default_rng(seed), dict(weights)
+    for layer in spec.layers:
+        if isinstance(layer, BatchNorm2d):
+            n, name = layer.num_features, layer.name
+            weights[f"{name}.gamma"] = rng.uniform(0.5, 1.5, n).astype(np.float32)
+            weights[f"{name}.beta"] = rng.normal(0.0, 0.5, n).astype(np.float32)
+            weights[f"{name}.mean"] = rng.normal(0.0, 0.5, n).astype(np.float32)
+            weights[f"{name}.var"] = rng.uniform(0.2, 3.0, n).astype(np.float32)
+    return weights
+
+
+def _torch_layer(torch, layer, w, x):
+    """One layer in torch.nn.functional, float64, eval mode; built independently of reference.py."""
+    F = torch.nn.functional
+    get = lambda suffix: torch.from_numpy(np.asarray(w[f"{layer.name}.{suffix}"], np.float64))  # noqa: E731
+    if isinstance(layer, Conv2d):
+        bias = get("bias") if layer.bias else None
+        return F.conv2d(x, get("weight"), bias, stride=layer.stride, padding=layer.padding)
+    if isinstance(layer, Pool):
+        pool = F.max_pool2d if layer.kind == "max" else F.avg_pool2d
+        return pool(x, layer.kernel_size, layer.stride)
+    if isinstance(layer, Activation):
+        return {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[layer.kind](x)
+    if isinstance(layer, Dropout):
+        return F.dropout(x, layer.p, training=False)
+    if isinstance(layer, BatchNorm2d):
+        return F.batch_norm(x, get("mean"), get("var"), get("gamma"), get("beta"), training=False, eps=layer.eps)
+    if isinstance(layer, Flatten):
+        return torch.flatten(x, 1)
+    if isinstance(layer, Linear):
+        return F.linear(x, get("weight"), get("bias") if layer.bias else None)
+    raise AssertionError(f"test does not know {layer!r}")
+
+
+def _torch_forward(spec: ModelSpec, weights: dict, x: np.ndarray) -> dict[str, np.ndarray]:
+    torch = pytest.importorskip("torch")
+    out, outputs = torch.from_numpy(np.asarray(x, np.float64)), {}
+    with torch.no_grad():
+        for layer in spec.layers:
+            out = _torch_layer(torch, layer, weights, out)
+            outputs[layer.name] = out.numpy()
+    return outputs
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def _inputs(spec: ModelSpec, n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *spec.input_shape)).astype(np.float32)
+
+
+def _registry_case(name: str):
+    spec = build_model(name, MODELS[name].channels)
+    weights = _randomise_batch_norm(spec, init_weights(spec, seed=0))
+    return spec, weights, _inputs(spec, IMAGES.get(name, 8))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_layer_matches_torch_float64(name):
+    spec, weights, x = _registry_case(name)
+    expected = _torch_forward(spec, weights, x)
+    logits, outputs = forward(spec, weights, x, collect=True)
+    assert list(outputs) == list(expected)
+    for layer in spec.layers:
+        assert _relative(outputs[layer.name], expected[layer.name]) < TOLERANCE, layer.name
+    assert logits.dtype == np.float64
+
+
+def test_unusual_layers_match_torch():
+    # No registry model has a strided conv, overlapping pools, or BN before sigmoid.
+    layers = (
+        Conv2d("conv1", 2, 5, 3, stride=2, padding=1), BatchNorm2d("bn1", 5, eps=1e-3), Activation("act1", "sigmoid"),
+        Pool("pool1", "avg", 3, 2), Conv2d("conv2", 5, 4, 2, bias=False), Activation("act2", "tanh"),
+        Pool("pool2", "max", 3, 1), Dropout("drop1", 0.3), Flatten("flatten"), Linear("fc1", 4, 3, bias=False),
+    )
+    spec = ModelSpec("odd", (2, 19, 19), 3, layers)
+    weights = _randomise_batch_norm(spec, init_weights(spec, seed=5))
+    x = _inputs(spec, 6)
+    expected = _torch_forward(spec, weights, x)
+    _, outputs = forward(spec, weights, x, collect=True)
+    for layer in spec.layers:
+        assert outputs[layer.name].shape == expected[layer.name].shape, layer.name
+        assert _relative(outputs[layer.name], expected[layer.name]) < TOLERANCE, layer.name
+
+
+def test_a_perturbed_conv_weight_is_caught():
+    # Proves the comparison can fail: a 1e-2 change to one weight is far above the tolerance.
+    spec = build_model("lenet5")
+    weights, x = init_weights(spec, seed=0), _inputs(spec, 8)
+    expected = _torch_forward(spec, weights, x)["fc3"]
+    wrong = dict(weights, **{"conv1.weight": weights["conv1.weight"].copy()})
+    wrong["conv1.weight"][0, 0, 2, 2] += 1e-2
+    assert _relative(forward(spec, wrong, x), expected) > 1e-5
+    assert _relative(forward(spec, weights, x), expected) < TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["lenet5", "vgg11-bn"])
+def test_collect_returns_every_layer_with_the_spec_shapes(name):
+    spec = build_model(name, MODELS[name].channels)
+    weights, x = init_weights(spec, seed=0), _inputs(spec, 2)
+    logits, outputs = forward(spec, weights, x, collect=True)
+    assert list(outputs) == [layer.name for layer in spec.layers]
+    assert [out.shape[1:] for out in outputs.values()] == list(spec.output_shapes)
+    assert all(out.dtype == np.float64 and len(out) == 2 for out in outputs.values())
+    np.testing.assert_array_equal(outputs[spec.layers[-1].name], logits)
+    np.testing.assert_array_equal(forward(spec, weights, x), logits)
+
+
+@pytest.mark.parametrize("name, batch_size", [("lenet5-lecun", 16), ("simple-cnn", 7), ("mlp", 100)])
+def test_chunked_predict_equals_one_forward(name, batch_size):
+    spec = build_model(name)
+    weights, x = init_weights(spec, seed=2), _inputs(spec, 50)
+    logits = predict(spec, weights, x, batch_size=batch_size)
+    assert logits.shape == (50, 10) and logits.dtype == np.float64
+    np.testing.assert_allclose(logits, forward(spec, weights, x), rtol=1e-13, atol=1e-14)
+
+
+def test_float32_and_float64_inputs_give_the_same_logits():
+    spec = build_model("lenet-tiny")
+    weights, x = init_weights(spec, seed=0), _inputs(spec, 4)
+    np.testing.assert_array_equal(forward(spec, weights, x), forward(spec, weights, x.astype(np.float64)))
+
+
+def test_sigmoid_keeps_relative_precision_far_out():
+    x = np.array([-800.0, -30.0, 0.0, 30.0])
+    y = apply_layer(Activation("act", "sigmoid"), {}, x)
+    assert y[0] == 0.0 and y[2] == 0.5
+    assert abs(y[1] / (1 / (1 + math.exp(30.0))) - 1) < 1e-14  # ~9.4e-14: tanh form would lose ~4 digits
+    assert abs((1 - y[3]) / (1 - 1 / (1 + math.exp(-30.0))) - 1) < 1e-2
+
+
+def test_bad_input_or_weights_raise():
+    spec = build_model("lenet5")
+    weights = init_weights(spec, seed=0)
+    with pytest.raises(ValueError, match="expects input"):
+        forward(spec, weights, np.zeros((2, 1, 28, 28)))
+    with pytest.raises(ValueError, match="lack"):
+        forward(spec, {k: v for k, v in weights.items() if k != "fc3.bias"}, _inputs(spec, 1))
+    with pytest.raises(ValueError, match="batch_size"):
+        predict(spec, weights, _inputs(spec, 1), batch_size=0)
+
+
+def test_imports_no_framework():
+    code = "import sys, harness.reference; assert not {'torch', 'mindspore'} & set(sys.modules), sys.modules.keys()"
+    subprocess.run([sys.executable, "-c", code], check=True)
