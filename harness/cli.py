@@ -1,4 +1,4 @@
-"""The command line: ``harness run | compare | report | list | data``.
+"""The command line: ``harness run | compare | parity | report | list | data``.
 
 User and environment errors (HarnessError, bad flags) print one line and exit
 2; Ctrl-C exits 130; anything else is a harness bug and keeps its traceback.
@@ -115,6 +115,40 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return _finish_report(build_report(config, dict(runs), args.data_dir), config, args.reports)
 
 
+def _parity_lines(frame, failure) -> list[str]:
+    lines = []
+    for mode in ("forward", "backward", "lockstep", "synchronised"):
+        rows = frame[frame["mode"] == mode]
+        if rows.empty:
+            continue
+        worst = rows.loc[rows["rel"].astype(float).idxmax()]
+        where = f"step {int(worst['step'])}, " if mode in ("lockstep", "synchronised") else ""
+        lines.append(f"{mode:13s} worst rel. diff {float(worst['rel']):.2e} ({where}{worst['param'] or 'all layers'})"
+                     f"  {'PASS' if rows['passed'].all() else 'FAIL'}")
+    if failure:
+        lines.append(f"verdict: FAILED: first divergence in {failure['mode']} at {failure['param']}"
+                     f" (max_abs {failure['max_abs']:.2e}, rel {failure['rel']:.2e})")
+    else:
+        lines.append(f"verdict: PASSED ({len(frame)} checks)")
+    return lines
+
+
+def _cmd_parity(args: argparse.Namespace) -> int:
+    from .workflow import EXIT_FAILED, run_parity
+
+    config = build_config(settings_from_args(args))
+    names = [b.strip() for b in args.backends.split(",")]
+    if len(names) != 2 or not set(names) <= set(backend_names()) or names[0] == names[1]:
+        raise HarnessError(f"--backends {args.backends!r} must name two different backends of {', '.join(backend_names())}")
+    if args.steps < 1:
+        raise HarnessError(f"--steps {args.steps} must be >= 1")
+    modes = ["lockstep", "synchronised"] if args.mode == "both" else [args.mode]
+    frame, failure = run_parity(config, names, args.steps, modes, args.data_dir, args.reports)
+    print("\n".join(_parity_lines(frame, failure)))
+    print(f"reports: {args.reports}/parity.csv, {args.reports}/parity.png")
+    return EXIT_FAILED if failure else 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from .listing import print_listing
 
@@ -146,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--fresh", action="store_true", help="train again even if a matching run exists")
     compare.add_argument("--runs", type=Path, nargs="+", help="compare these run folders instead of training")
     compare.set_defaults(handler=_cmd_compare)
+    parity = commands.add_parser("parity", help="step-level parity of two backends and the first divergent layer")
+    add_setting_flags(parity)
+    parity.add_argument("--backends", default="pytorch,mindspore", help="the two backends (default pytorch,mindspore)")
+    parity.add_argument("--steps", type=int, default=20, help="training steps per mode (default 20)")
+    parity.add_argument("--mode", choices=["lockstep", "synchronised", "both"], default="both")
+    parity.add_argument("--reports", type=Path, default=Path("reports"))
+    parity.set_defaults(handler=_cmd_parity)
     report = commands.add_parser("report", help="rebuild the reports from saved runs, without training")
     report.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (default runs/)")
     report.add_argument("--reports", type=Path, default=Path("reports"))

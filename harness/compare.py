@@ -93,6 +93,8 @@ def first_divergent_layer(layer_names: list[str], acts_a: dict[str, np.ndarray],
     """
     for name in layer_names:
         a, b = np.asarray(acts_a[name], np.float64), np.asarray(acts_b[name], np.float64)
+        if a.shape != b.shape:  # e.g. a pooling stride translated wrongly: nothing to subtract
+            return {"layer": name, "max_abs": float("inf"), "max_rel": float("inf")}
         if not within(a, b, tol):
             diff = np.abs(a - b)
             return {"layer": name, "max_abs": float(np.nanmax(diff)) if np.isfinite(diff).any() else float("nan"),

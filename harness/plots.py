@@ -264,3 +264,24 @@ def plot_logit_diffs(logit_diffs: dict[str, np.ndarray], path: Path,
     fig.supylabel("number of logits")
     fig.suptitle("|logit difference| per same-weights pair (zeros counted in each legend)")
     return _save(fig, path)
+
+
+def plot_parity(parity: pd.DataFrame, path: Path, update_rel: float, weight_rel: float) -> Path | None:
+    """Lockstep weight drift and synchronised update differences per step, worst tensor per step, log y."""
+    steps = parity[parity["mode"].isin(["lockstep", "synchronised"])] if not parity.empty else parity
+    if steps.empty:
+        return None
+    modes = [m for m in ("lockstep", "synchronised") if (steps["mode"] == m).any()]
+    fig, axes = plt.subplots(1, len(modes), figsize=(6.4 * len(modes), 4.2), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        rows = steps[steps["mode"] == mode]
+        worst = rows.groupby("step").agg(rel=("rel", "max"), loss_diff=("loss_diff", "max"))
+        floor = 1e-12  # exact agreement would vanish from a log axis
+        ax.semilogy(worst.index, worst["rel"].clip(lower=floor), marker=".", color="tab:purple",
+                    label="worst tensor: max|diff| / max|value|" if mode == "lockstep" else "worst tensor: update rel. diff")
+        ax.semilogy(worst.index, worst["loss_diff"].clip(lower=floor), marker=".", color="tab:gray", label="|loss diff|")
+        ax.axhline(weight_rel if mode == "lockstep" else update_rel, ls="--", color="tab:red", label="tolerance")
+        ax.set(title=f"{mode}", xlabel="step", ylabel="difference (log)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+    return _save(fig, path)

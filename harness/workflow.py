@@ -136,3 +136,23 @@ def latest_runs_by_backend(runs_dir: Path) -> dict[str, Path]:
     if len(hashes) > 1:
         print(f"note: {len(hashes)} configs under {runs_dir}; reporting the newest ({newest_hash[:8]})")
     return chosen
+
+
+def run_parity(config: RunConfig, names: list[str], steps: int, modes: list[str], data_dir: Path | None,
+               reports_dir: Path) -> tuple[pd.DataFrame, dict | None]:
+    """``harness parity``: divergence search plus the chosen step modes; writes parity.csv and parity.png."""
+    from . import parity
+    from .plots import plot_parity
+    from .runs import atomic_path
+    from .tolerances import value
+
+    spec, dataset = load_data(config, data_dir)
+    rows = parity.check(config, spec, dataset, names, steps, modes)
+    frame = pd.DataFrame(rows).assign(model=config.model.model, backend_a=names[0], backend_b=names[1],
+                                      config_hash=config.config_hash, harness_version=__version__,
+                                      generated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    ensure_writable_dir(reports_dir, "reports folder")
+    with atomic_path(reports_dir / "parity.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    plot_parity(frame, reports_dir / "parity.png", value("step", "update_rel"), value("lockstep", "weight_rel"))
+    return frame, parity.first_failure(rows)

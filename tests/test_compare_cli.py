@@ -1,0 +1,105 @@
+"""`harness compare` and `harness report` end to end on small data, including the ways they must fail."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import backend as backend_registry
+from harness.cli import main
+
+pytestmark = pytest.mark.parity
+SMALL = ["--dataset", "mnist-sample", "--limit-train", "256", "--limit-test", "128", "--epochs", "1",
+         "--batch-size", "32", "--quiet"]
+REPORT_FILES = {"runs.csv", "agreement.csv", "curves.csv", "per_class.csv", "confusion.csv", "onnx_graphs.csv",
+                "speed.csv", "summary.md", "curves.png", "confusion.png", "logit_diffs.png"}
+
+
+@pytest.fixture(scope="module")
+def lenet_compare(tmp_path_factory):
+    """One compare of both backends on LeNet5, shared by the tests that read its report."""
+    root = tmp_path_factory.mktemp("compare")
+    code = main(["compare", "--model", "lenet5", *SMALL, "--out", str(root / "runs"), "--reports", str(root / "rep")])
+    return code, root
+
+
+def test_compare_passes_and_writes_every_file(both_backends, lenet_compare):
+    code, root = lenet_compare
+    assert code == 0
+    assert REPORT_FILES <= {p.name for p in (root / "rep").iterdir()}
+    agreement = pd.read_csv(root / "rep" / "agreement.csv")
+    assert agreement.passed.all() and (agreement.config_hash.nunique() == 1)
+    reference_rows = agreement[agreement.evaluator_b.str.startswith("reference:float64")]
+    assert len(reference_rows) == 6 and (reference_rows.max_abs <= 1e-4).all()
+    cross = agreement[agreement.evaluator_a.isin(["mindspore[pytorch weights]", "pytorch[mindspore weights]"])
+                      & agreement.evaluator_b.str.endswith(":native")]
+    assert len(cross) == 2 and (cross.max_abs <= 1e-4).all()
+    trained = agreement[agreement.kind == "trained"].iloc[0]
+    assert trained.n == 128 and abs(trained.accuracy_delta) <= 0.01
+    runs = pd.read_csv(root / "rep" / "runs.csv")
+    assert set(runs.backend) == {"pytorch", "mindspore"} and (runs.status == "completed").all()
+    assert set(pd.read_csv(root / "rep" / "per_class.csv").class_name.astype(str)) == {str(d) for d in range(10)}
+
+
+def test_compare_reuses_runs_and_report_rebuilds(both_backends, lenet_compare, capsys):
+    code, root = lenet_compare
+    before = sorted(p.name for p in (root / "runs").iterdir())
+    assert main(["compare", "--model", "lenet5", *SMALL, "--out", str(root / "runs"),
+                 "--reports", str(root / "rep2")]) == 0
+    assert sorted(p.name for p in (root / "runs").iterdir()) == before  # matching config: no new training
+    assert main(["report", "--runs", str(root / "runs"), "--reports", str(root / "rep3")]) == 0
+    rebuilt = pd.read_csv(root / "rep3" / "agreement.csv")
+    original = pd.read_csv(root / "rep" / "agreement.csv")
+    assert rebuilt.max_abs.tolist() == original.max_abs.tolist()
+
+
+def test_perturbed_weights_fail_the_comparison(both_backends, lenet_compare, tmp_path, capsys):
+    code, root = lenet_compare
+    run_dirs = sorted((root / "runs").iterdir())
+    broken = tmp_path / run_dirs[0].name
+    import shutil
+
+    shutil.copytree(run_dirs[0], broken)
+    with np.load(broken / "weights.npz") as archive:
+        weights = {k: archive[k] + np.float32(1e-2) * (k == "fc1.weight") for k in archive.files}
+    np.savez(broken / "weights.npz", **weights)
+    assert main(["compare", "--runs", str(broken), str(run_dirs[1]), "--reports", str(tmp_path / "rep")]) == 1
+    agreement = pd.read_csv(tmp_path / "rep" / "agreement.csv")
+    failed = agreement[~agreement.passed.astype(bool)]
+    assert len(failed) >= 2 and failed.first_divergent_layer.dropna().str.startswith("fc1").any()
+    assert "verdict: FAILED" in capsys.readouterr().out
+
+
+def test_runs_with_different_configs_are_refused(both_backends, lenet_compare, tmp_path, capsys):
+    code, root = lenet_compare
+    other = tmp_path / "other"
+    assert main(["run", "--model", "lenet5", *SMALL[:-3], "--epochs", "2", "--quiet", "--out", str(other)]) == 0
+    run_dir = next(other.iterdir())
+    first = sorted((root / "runs").iterdir())[0]
+    assert main(["compare", "--runs", str(first), str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "differ in epochs" in err and err.count("\n") == 1
+
+
+def test_missing_backend_becomes_error_rows(tmp_path, monkeypatch, capsys):
+    real = backend_registry.is_installed
+    monkeypatch.setattr(backend_registry, "is_installed", lambda name: name != "mindspore" and real(name))
+    code = main(["compare", "--model", "lenet-tiny", *SMALL, "--out", str(tmp_path / "runs"),
+                 "--reports", str(tmp_path / "rep")])
+    assert code == 2
+    runs = pd.read_csv(tmp_path / "rep" / "runs.csv")
+    error = runs[runs.backend == "mindspore"].iloc[0]
+    assert error.status == "error" and "not installed" in error.error
+    assert (tmp_path / "rep" / "summary.md").exists()
+
+
+@pytest.mark.parametrize("model", ["vgg11", "vgg11-bn"])
+def test_vgg_compare_end_to_end(both_backends, model, tmp_path):
+    code = main(["compare", "--model", model, "--dataset", "synthetic", "--limit-train", "32", "--limit-test", "16",
+                 "--epochs", "1", "--batch-size", "16", "--quiet", "--out", str(tmp_path / "runs"),
+                 "--reports", str(tmp_path / "rep")])
+    agreement = pd.read_csv(tmp_path / "rep" / "agreement.csv")
+    same = agreement[agreement.kind == "same-weights"]
+    assert len(same) == 10 and same.passed.all(), same[["evaluator_a", "evaluator_b", "max_abs"]]
+    assert code == (0 if agreement.passed.all() else 1)  # the trained-pair row is judged, not assumed
