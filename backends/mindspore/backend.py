@@ -1,0 +1,79 @@
+"""The Backend protocol (harness/backend.py) for MindSpore: numpy in, numpy out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+
+from harness.config import TrainConfig
+from harness.spec import ModelSpec
+
+from . import build as _build
+from . import devices as _devices
+from . import export as _export
+from . import forward as _forward
+from .step import MsTrainer
+
+
+def _graph_mode() -> None:
+    # GRAPH mode: each Cell call runs a compiled graph (measured fastest on CPU: PARITY.md);
+    # MindSpore's default is PyNative (op by op).
+    if ms.get_context("mode") != ms.GRAPH_MODE:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+class MindSporeBackend:
+    """The Backend protocol for MindSpore (see harness/backend.py)."""
+
+    name = "mindspore"
+    checkpoint_suffix = ".ckpt"
+
+    def __init__(self, isa_set_by_backend: bool = False) -> None:
+        self._isa_set_by_backend = isa_set_by_backend
+
+    def devices(self) -> list[str]:
+        return _devices.usable()
+
+    def resolve_device(self, device: str) -> str:
+        return _devices.resolve(device)
+
+    def versions(self) -> dict[str, str]:
+        isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+        return {"mindspore": ms.__version__, "numpy": np.__version__,
+                "ONEDNN_MAX_CPU_ISA": f"{isa} (set by the backend)" if self._isa_set_by_backend
+                else f"{isa or 'unset'} (from the environment)"}
+
+    def build(self, spec: ModelSpec, device: str) -> _build.MsModel:
+        device = _devices.resolve(device)  # cached: a device that cannot run fails here with its reason
+        _devices.activate(device)
+        _graph_mode()
+        return _build.build(spec, device)
+
+    def set_weights(self, model: _build.MsModel, weights: dict[str, np.ndarray]) -> None:
+        _build.set_weights(model, weights)
+
+    def get_weights(self, model: _build.MsModel) -> dict[str, np.ndarray]:
+        return _build.get_weights(model)
+
+    def make_trainer(self, model: _build.MsModel, train: TrainConfig, decay_names: set[str]) -> MsTrainer:
+        return MsTrainer(model, train, decay_names)
+
+    def predict(self, model: _build.MsModel, x: np.ndarray, batch_size: int) -> np.ndarray:
+        return _forward.predict(model, x, batch_size)
+
+    def activations(self, model: _build.MsModel, x: np.ndarray) -> dict[str, np.ndarray]:
+        return _forward.activations(model, x)
+
+    def save(self, model: _build.MsModel, path: Path) -> None:
+        _export.save_checkpoint(model, path)
+
+    def load(self, spec: ModelSpec, path: Path, device: str) -> _build.MsModel:
+        model = self.build(spec, device)
+        _export.load_checkpoint(model, path)
+        return model
+
+    def export_onnx(self, model: _build.MsModel, path: Path, batch_size: int | None = None) -> Path:
+        return _export.export_onnx(model, path, batch_size)

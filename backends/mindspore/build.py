@@ -1,0 +1,126 @@
+"""Build a MindSpore nn.Cell from a ModelSpec and move canonical weights in and out.
+
+Every MindSpore default that differs from PyTorch's is passed explicitly, with
+the reason next to it (see /work/shared/PARITY.md for the measurements).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+
+from harness.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
+from harness.weights import check_weights
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+# Canonical BatchNorm suffixes -> MindSpore's attribute names on nn.BatchNorm2d.
+_BN_NAMES = {"gamma": "gamma", "beta": "beta", "mean": "moving_mean", "var": "moving_variance"}
+
+
+@dataclass
+class MsModel:
+    """The opaque model handle: the cell, its spec, its device and cached compiled helpers."""
+
+    spec: ModelSpec
+    net: nn.SequentialCell
+    device: str
+    params: dict[str, ms.Parameter]  # canonical name -> the Parameter object inside ``net``
+    cache: dict[str, Any] = field(default_factory=dict)  # eval cells compiled once per model
+
+
+def _conv(layer: Conv2d) -> nn.Cell:
+    # MindSpore defaults to pad_mode='same' and has_bias=False; torch pads explicitly and has a bias.
+    pad_mode = "pad" if layer.padding else "valid"  # 'valid' = no padding; 'pad' is needed for padding > 0
+    return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                     pad_mode=pad_mode, padding=layer.padding, dilation=1, group=1,
+                     has_bias=layer.bias, weight_init="zeros", bias_init="zeros")  # harness loads the weights
+
+
+class MaxPool2d(nn.Cell):
+    """Max pooling without padding, floor mode; on CPU the training graph uses a faster-to-train kernel.
+
+    Both kernels give the same values, and route the gradient of a tie to the first maximum, as torch.
+    """
+
+    def __init__(self, kernel_size: int, stride: int, fast_backward: bool) -> None:
+        super().__init__()
+        # Eval (and ONNX export): ops.MaxPool, what nn.MaxPool2d runs; the fastest forward.
+        self.pool = ops.MaxPool(kernel_size=kernel_size, strides=stride, pad_mode="VALID")
+        # Train on CPU: MaxPool's backward recomputes the pooling (fwd+bwd ~7 ms for LeNet5's pool1 at batch 64);
+        # MaxPoolWithArgmax keeps the argmax and takes ~3 ms for both. (Deprecated in favour of
+        # MaxPoolWithArgmaxV2, whose CPU backward is ~20x slower still; the warning is below GLOG_v=3.)
+        self.fast_backward = fast_backward
+        self.pool_with_argmax = ops.MaxPoolWithArgmax(kernel_size=kernel_size, strides=stride, pad_mode="VALID")
+
+    def construct(self, x):
+        if self.training and self.fast_backward:  # Python constants: resolved when the graph compiles
+            return self.pool_with_argmax(x)[0]
+        return self.pool(x)
+
+
+def _pool(layer: Pool, device: str) -> nn.Cell:
+    # MindSpore's pooling stride defaults to 1 (torch: the kernel size): always pass it.
+    if layer.kind == "max":
+        return MaxPool2d(layer.kernel_size, layer.stride, fast_backward=device.startswith("cpu"))
+    return nn.AvgPool2d(kernel_size=layer.kernel_size, stride=layer.stride, pad_mode="valid")
+
+
+def _batchnorm(layer: BatchNorm2d) -> nn.Cell:
+    # MindSpore's momentum weighs the old running value (0.9), torch's the new batch (0.1).
+    return nn.BatchNorm2d(layer.num_features, eps=layer.eps, momentum=1.0 - layer.momentum,
+                          affine=True, use_batch_statistics=None)  # None: batch stats in train, running in eval
+
+
+def _layer(layer, device: str) -> nn.Cell:
+    if isinstance(layer, Conv2d):
+        return _conv(layer)
+    if isinstance(layer, Pool):
+        return _pool(layer, device)
+    if isinstance(layer, Activation):
+        return _ACTIVATIONS[layer.kind]()
+    if isinstance(layer, Dropout):
+        return nn.Dropout(p=layer.p)  # `p` is the drop probability, as torch (keep_prob is deprecated)
+    if isinstance(layer, BatchNorm2d):
+        return _batchnorm(layer)
+    if isinstance(layer, Flatten):
+        return nn.Flatten(start_dim=1, end_dim=-1)  # C-order over (C, H, W), as torch
+    if isinstance(layer, Linear):
+        return nn.Dense(layer.in_features, layer.out_features, weight_init="zeros", bias_init="zeros",
+                        has_bias=layer.bias)  # weight (out, in), as torch
+    raise TypeError(f"no MindSpore translation for {type(layer).__name__}")
+
+
+def ms_name(canonical: str) -> str:
+    """MindSpore parameter name of a canonical tensor name."""
+    layer, suffix = canonical.rsplit(".", 1)
+    return f"{layer}.{_BN_NAMES.get(suffix, suffix)}"
+
+
+def build(spec: ModelSpec, device: str) -> MsModel:
+    """A SequentialCell whose child names (and so parameter prefixes) are the spec's layer names."""
+    net = nn.SequentialCell(OrderedDict((layer.name, _layer(layer, device)) for layer in spec.layers))
+    net.set_train(False)  # a new Cell starts in eval mode already; said here so no reader has to know
+    by_attr = {}
+    for layer in spec.layers:
+        cell = net._cells[layer.name]  # pylint: disable=protected-access
+        for suffix in layer.param_shapes():
+            by_attr[f"{layer.name}.{suffix}"] = getattr(cell, _BN_NAMES.get(suffix, suffix))
+    return MsModel(spec, net, device, by_attr)
+
+
+def set_weights(model: MsModel, weights: dict[str, np.ndarray]) -> None:
+    """Copy canonical weights into the cell (strict: exactly the spec's names and shapes)."""
+    check_weights(model.spec, weights, "weights given to the mindspore backend")
+    for name, param in model.params.items():
+        # A private float32 copy: the Parameter must not alias the caller's array.
+        param.set_data(ms.Tensor(np.array(weights[name], dtype=np.float32, copy=True)))
+
+
+def get_weights(model: MsModel) -> dict[str, np.ndarray]:
+    """Canonical float32 copies of every tensor, BatchNorm running statistics included."""
+    return {name: np.array(param.asnumpy(), dtype=np.float32, copy=True) for name, param in model.params.items()}

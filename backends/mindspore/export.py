@@ -1,0 +1,110 @@
+"""Native checkpoints (.ckpt) and ONNX export for the MindSpore backend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import mindspore as ms
+import numpy as np
+
+from harness.errors import HarnessError
+
+from .build import MsModel, build, get_weights, set_weights
+
+
+def _write_exact(path: Path, suffix: str, writer: Callable[[str], None]) -> Path:
+    """Run ``writer`` on a name ending in ``suffix`` and move the file to ``path``.
+
+    MindSpore's writers append their suffix to a name that lacks it; the harness
+    may ask for any name (e.g. a temporary file), so write beside it and rename.
+    """
+    path = Path(path)
+    if path.suffix == suffix:
+        writer(str(path))
+        return path
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_checkpoint(model: MsModel, path: Path) -> None:
+    """MindSpore's own checkpoint of every Parameter of the net, BatchNorm statistics included."""
+    _write_exact(path, ".ckpt", lambda name: ms.save_checkpoint(model.net, name))
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """ms.load_checkpoint of any file name (it insists on a name ending in .ckpt)."""
+    if path.suffix == ".ckpt":
+        return ms.load_checkpoint(str(path), format="ckpt")
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "model.ckpt"
+        shutil.copyfile(path, copy)
+        return ms.load_checkpoint(str(copy), format="ckpt")
+
+
+def load_checkpoint(model: MsModel, path: Path) -> None:
+    """Fill ``model`` from ``save_checkpoint``'s file; every parameter must be present.
+
+    A .ckpt is a protobuf of named tensors (``format='ckpt'``), parsed, never
+    unpickled: loading it cannot run code. ``choice_func`` is left unset and no
+    decryption is asked for.
+    """
+    params = _read_checkpoint(Path(path))
+    expected = {param.name for param in model.net.get_parameters()}
+    missing, unexpected = sorted(expected - set(params)), sorted(set(params) - expected)
+    if missing or unexpected:
+        raise HarnessError(f"{path} does not hold {model.spec.name}'s weights: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}; it was written for another model: pass the matching --model")
+    not_loaded, _ = ms.load_param_into_net(model.net, params, strict_load=True)
+    if not_loaded:
+        raise HarnessError(f"{path}: could not load {not_loaded[:5]} into {model.spec.name}")
+
+
+def export_onnx(model: MsModel, path: Path, batch_size: int | None = None) -> Path:
+    """Write ``path`` with input ``x`` and output ``logits`` in eval mode.
+
+    Args:
+        model: the model to export.
+        path: the .onnx file to write.
+        batch_size: a fixed batch size, or None for a dynamic ``batch`` axis on ``x``.
+    """
+    # A fresh copy of the net: the ONNX converter alters the graph it compiles, and a second export of the
+    # same Cell with the same input shape reuses that graph and fails; the trained net stays untouched.
+    clone = build(model.spec, model.device)
+    set_weights(clone, get_weights(model))
+    clone.net.set_train(False)  # mindspore.onnx.export does it too; explicit: the eval graph is exported
+    example = ms.Tensor(np.zeros((batch_size or 1, *model.spec.input_shape), np.float32))
+    dynamic = {"x": {0: "batch"}} if batch_size is None else None
+    # mindspore.onnx.export, not the deprecated ms.export (opset 11, static batch only).
+    _write_exact(path, ".onnx", lambda name: ms.onnx.export(
+        clone.net, example, file_name=name, input_names=["x"], output_names=["logits"],
+        export_params=True, keep_initializers_as_inputs=False, dynamic_axes=dynamic))
+    if batch_size is None:
+        _dynamic_output_batch(Path(path))
+    return Path(path)
+
+
+def _dynamic_output_batch(path: Path) -> None:
+    """Declare ``logits``'s first axis as ``batch`` too.
+
+    mindspore.onnx.export applies dynamic_axes to inputs only and declares the output with the
+    example's batch (1); ONNX Runtime then warns on every other batch size.
+    """
+    import onnx  # pylint: disable=import-outside-toplevel  (a harness dependency; only needed here)
+
+    proto = onnx.load(str(path))
+    for output in proto.graph.output:
+        first = output.type.tensor_type.shape.dim[0]
+        first.Clear()
+        first.dim_param = "batch"
+    onnx.save(proto, str(path))

@@ -1,0 +1,52 @@
+"""Eval-mode forward passes: batched logits, and every layer's output for divergence hunting."""
+
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+
+from .build import MsModel
+
+
+class _AllOutputs(nn.Cell):
+    """Runs the net's layers in order and returns each one's output (one compiled graph)."""
+
+    def __init__(self, net: nn.SequentialCell) -> None:
+        super().__init__(auto_prefix=False)  # the wrapped net keeps its parameter names
+        self.net = net
+
+    def construct(self, x):
+        outputs = ()
+        for cell in self.net.cell_list:  # unrolled at compile time, as SequentialCell.construct
+            x = cell(x)
+            outputs = outputs + (x,)
+        return outputs
+
+
+def _tensor(x: np.ndarray) -> ms.Tensor:
+    return ms.Tensor.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def predict(model: MsModel, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Eval-mode logits (N, classes), float32, computed ``batch_size`` rows at a time."""
+    model.net.set_train(False)  # explicit: the trainer leaves the net in train mode
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        inputs = _tensor(x[start:start + batch_size])  # shares memory: keep it referenced until asnumpy()
+        outputs.append(np.array(model.net(inputs).asnumpy(), dtype=np.float32, copy=True))  # own the memory
+    if not outputs:
+        return np.zeros((0, model.spec.num_classes), np.float32)
+    return np.concatenate(outputs)
+
+
+def activations(model: MsModel, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Eval-mode output of every spec layer, by layer name, in execution order."""
+    if "all_outputs" not in model.cache:
+        model.cache["all_outputs"] = _AllOutputs(model.net)
+    cell = model.cache["all_outputs"]
+    cell.set_train(False)  # propagates to the wrapped net: dropout off, BatchNorm on running statistics
+    inputs = _tensor(x)  # shares memory: keep it referenced until every output is copied out
+    values = cell(inputs)
+    return {layer.name: np.array(value.asnumpy(), dtype=np.float32, copy=True)
+            for layer, value in zip(model.spec.layers, values)}

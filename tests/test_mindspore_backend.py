@@ -1,0 +1,326 @@
+"""The MindSpore backend against inline torch references built from the same canonical weights.
+
+The references use only torch.nn.functional and torch.optim, so these tests do
+not depend on the PyTorch backend. Small inputs keep graph compilation the main cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mindspore")
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from backends.mindspore import BACKEND  # noqa: E402
+from harness.config import TrainConfig  # noqa: E402
+from harness.errors import BackendUnavailable, HarnessError  # noqa: E402
+from harness.models import build_model  # noqa: E402
+from harness.spec import (Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,  # noqa: E402
+                          ModelSpec, Pool)
+from harness.weights import init_weights  # noqa: E402
+
+# A small convnet with every trainable kind (conv, BatchNorm, linear) and a BN momentum that is not torch's default.
+# BatchNorm after the activation: right after the conv it would cancel the conv bias's gradient to rounding noise,
+# which Adam then scales up, and the comparison would measure noise.
+TINY = ModelSpec("tiny", (2, 6, 6), 3, (
+    Conv2d("conv1", 2, 3, 3, padding=1), Activation("act1", "tanh"), BatchNorm2d("bn1", 3, eps=1e-3, momentum=0.3),
+    Pool("pool1", "max", 2, 2), Flatten("flatten"), Linear("fc1", 27, 3)))
+NO_BN = ModelSpec("tiny-nobn", (1, 6, 6), 3, (
+    Conv2d("conv1", 1, 2, 3, padding=1), Activation("act1", "relu"), Pool("pool1", "avg", 2, 2),
+    Flatten("flatten"), Linear("fc1", 18, 5), Activation("act2", "sigmoid"), Linear("fc2", 5, 3)))
+
+
+# ---- torch references ----------------------------------------------------------------------------------------
+
+
+def _torch_layer(layer, x, p, training=False):
+    """One spec layer in torch.nn.functional; ``p`` maps canonical names to tensors."""
+    name = layer.name
+    if isinstance(layer, Conv2d):
+        return F.conv2d(x, p[f"{name}.weight"], p.get(f"{name}.bias"), layer.stride, layer.padding)
+    if isinstance(layer, Pool):
+        pool = F.max_pool2d if layer.kind == "max" else F.avg_pool2d
+        return pool(x, layer.kernel_size, layer.stride)
+    if isinstance(layer, Activation):
+        return {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[layer.kind](x)
+    if isinstance(layer, Dropout):
+        return x  # eval mode; training tests use specs without dropout
+    if isinstance(layer, BatchNorm2d):
+        return F.batch_norm(x, p[f"{name}.mean"], p[f"{name}.var"], p[f"{name}.gamma"], p[f"{name}.beta"],
+                            training=training, momentum=layer.momentum, eps=layer.eps)
+    if isinstance(layer, Flatten):
+        return x.flatten(1)
+    return F.linear(x, p[f"{name}.weight"], p.get(f"{name}.bias"))
+
+
+def torch_outputs(spec, params, x, training=False) -> list:
+    """Output of every layer, in order."""
+    outputs, value = [], torch.as_tensor(x)
+    for layer in spec.layers:
+        value = _torch_layer(layer, value, params, training)
+        outputs.append(value)
+    return outputs
+
+
+def torch_params(weights):
+    """Leaf tensors for the trainable weights, plain tensors for BatchNorm statistics."""
+    return {name: torch.tensor(value, requires_grad=name.rsplit(".", 1)[1] not in ("mean", "var"))
+            for name, value in weights.items()}
+
+
+def torch_optimizer(spec, params, train, decayed):
+    """torch.optim with the decayed tensors in their own parameter group."""
+    names = spec.trainable_names()
+    groups = [{"params": [params[n] for n in names if n in decayed], "weight_decay": train.weight_decay},
+              {"params": [params[n] for n in names if n not in decayed], "weight_decay": 0.0}]
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.learning_rate, momentum=train.momentum,
+                               dampening=train.dampening, nesterov=train.nesterov)
+    cls = torch.optim.Adam if train.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=train.learning_rate, betas=(train.beta1, train.beta2), eps=train.eps)
+
+
+def torch_step(spec, params, optimizer, x, y, lr) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad()
+    loss = F.cross_entropy(torch_outputs(spec, params, x, training=True)[-1], torch.as_tensor(y))
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def torch_state(spec, params, optimizer) -> dict:
+    """torch.optim's state under the protocol's canonical names."""
+    out = {}
+    for name in spec.trainable_names():
+        for key, value in optimizer.state.get(params[name], {}).items():
+            out["step" if key == "step" else f"{name}.{key}"] = value.detach().numpy().copy()
+    return out
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------
+
+
+def batch(spec, n, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, *spec.input_shape)).astype(np.float32),
+            rng.integers(0, spec.num_classes, n).astype(np.int64))
+
+
+def model_with(spec, weights):
+    model = BACKEND.build(spec, "cpu")
+    BACKEND.set_weights(model, weights)
+    return model
+
+
+def relative(a, b) -> float:
+    """||a - b|| / ||b||: one number per tensor, robust to elements near zero."""
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(np.asarray(b, np.float64)), 1e-30))
+
+
+def weights_with_stats(spec, seed):
+    """init_weights with non-trivial BatchNorm statistics, so eval mode really uses them."""
+    weights, rng = init_weights(spec, seed), np.random.default_rng(seed)
+    for name in weights:
+        if name.endswith((".mean", ".gamma", ".beta")):
+            weights[name] = rng.uniform(-0.5, 0.5, weights[name].shape).astype(np.float32) + (name.endswith("gamma"))
+        elif name.endswith(".var"):
+            weights[name] = rng.uniform(0.5, 2.0, weights[name].shape).astype(np.float32)
+    return weights
+
+
+# ---- building, weights, forward -------------------------------------------------------------------------------
+
+
+def test_weights_round_trip_is_bit_identical():
+    weights = weights_with_stats(TINY, 3)
+    got = BACKEND.get_weights(model_with(TINY, weights))
+    assert list(got) == list(TINY.param_shapes())
+    for name, value in weights.items():
+        assert got[name].dtype == np.float32 and got[name].tobytes() == value.tobytes(), name
+
+
+def test_set_weights_rejects_another_models_weights():
+    model = BACKEND.build(TINY, "cpu")
+    with pytest.raises(HarnessError, match="missing"):
+        BACKEND.set_weights(model, init_weights(NO_BN, 0))
+
+
+@pytest.mark.parametrize("name", ["lenet5", "lenet5-lecun", "lenet-sigmoid", "simple-cnn", "vgg11-bn"])
+def test_logits_and_activations_match_torch(name):
+    spec = build_model(name, 3 if name == "vgg11-bn" else 1, 10)
+    weights = weights_with_stats(spec, 1)
+    x, _ = batch(spec, 2, 0)
+    model = model_with(spec, weights)
+    expected = [t.detach().numpy() for t in torch_outputs(spec, torch_params(weights), x)]
+    np.testing.assert_allclose(BACKEND.predict(model, x, 1), expected[-1], rtol=1e-4, atol=1e-4)
+    acts = BACKEND.activations(model, x)
+    assert list(acts) == [layer.name for layer in spec.layers]
+    for (layer, value), ref in zip(acts.items(), expected):
+        np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-4, err_msg=layer)
+
+
+def test_predict_batches_and_dtype():
+    model = model_with(NO_BN, init_weights(NO_BN, 0))
+    x, _ = batch(NO_BN, 7, 1)
+    whole, pieces = BACKEND.predict(model, x, 7), BACKEND.predict(model, x, 3)
+    assert whole.dtype == np.float32 and whole.shape == (7, 3)
+    np.testing.assert_allclose(pieces, whole, rtol=1e-6, atol=1e-7)
+
+
+# ---- training: optimizer math, BatchNorm statistics, optimizer state ----------------------------------------------
+
+OPTIMIZERS = {
+    "sgd-nesterov-wd": TrainConfig(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=0.05),
+    "sgd-dampening-wd": TrainConfig(optimizer="sgd", momentum=0.8, dampening=0.3, weight_decay=0.05),
+    "sgd-plain": TrainConfig(optimizer="sgd", momentum=0.0, weight_decay=0.05),
+    # eps and betas far from the defaults: eps placement and bias correction show up in the weights.
+    "adam": TrainConfig(optimizer="adam", beta1=0.8, beta2=0.9, eps=1e-3, weight_decay=0.05),
+    "adamw": TrainConfig(optimizer="adamw", beta1=0.8, beta2=0.9, eps=1e-3, weight_decay=0.5),
+}
+LEARNING_RATES = (0.1, 0.05, 0.2)  # a new rate each step, as a schedule gives
+
+
+def _train_both(train, decayed, steps):
+    """``steps`` steps in MindSpore and in torch.optim from the same weights; losses must agree."""
+    weights = init_weights(TINY, 5)
+    model, params = model_with(TINY, weights), torch_params(weights)
+    trainer = BACKEND.make_trainer(model, train, decayed)
+    reference = torch_optimizer(TINY, params, train, decayed)
+    for step, lr in enumerate(steps):
+        x, y = batch(TINY, 4, 10 + step)
+        assert trainer.step(x, y, lr) == pytest.approx(torch_step(TINY, params, reference, x, y, lr), rel=1e-5)
+    return model, trainer, params, reference
+
+
+def _assert_weights_match(got, params):
+    for name, value in params.items():
+        assert relative(got[name], value.detach().numpy()) <= 1e-5, name
+
+
+@pytest.mark.parametrize("label", list(OPTIMIZERS))
+def test_three_steps_match_torch_optim(label):
+    train = OPTIMIZERS[label]
+    decayed = set(TINY.trainable_names()[::2])  # a subset: decay must follow the names, not a default
+    model, trainer, params, reference = _train_both(train, decayed, LEARNING_RATES)
+    # Every tensor, BatchNorm running statistics included (torch: unbiased variance, momentum 0.3 here).
+    _assert_weights_match(BACKEND.get_weights(model), params)
+    expected_state, state = torch_state(TINY, params, reference), trainer.state()
+    assert sorted(state) == sorted(expected_state)
+    for key, value in expected_state.items():
+        np.testing.assert_allclose(state[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+    _check_state_round_trip(model, trainer)
+    _check_torch_state_loads(model, trainer, params, reference)
+
+
+def _check_state_round_trip(model, trainer):
+    """state() + weights taken after step 3 reproduce step 4 bit for bit; an empty state is a fresh start."""
+    weights, state = BACKEND.get_weights(model), trainer.state()
+    x, y = batch(TINY, 4, 99)
+    trainer.step(x, y, 0.1)
+    after = BACKEND.get_weights(model)
+    BACKEND.set_weights(model, weights)
+    trainer.load_state(state)
+    trainer.step(x, y, 0.1)
+    for name, value in BACKEND.get_weights(model).items():
+        assert value.tobytes() == after[name].tobytes(), name
+    trainer.load_state({})
+    assert trainer.state() == {}
+
+
+def _check_torch_state_loads(model, trainer, params, reference):
+    """torch.optim's weights and state, loaded into the MindSpore trainer, give torch's next step."""
+    BACKEND.set_weights(model, {name: value.detach().numpy() for name, value in params.items()})
+    trainer.load_state(torch_state(TINY, params, reference))
+    x, y = batch(TINY, 4, 7)
+    assert trainer.step(x, y, 0.15) == pytest.approx(torch_step(TINY, params, reference, x, y, 0.15), rel=1e-5)
+    _assert_weights_match(BACKEND.get_weights(model), params)
+
+
+def test_max_pool_gradient_of_ties_goes_to_the_first_maximum():
+    # Integer inputs and weights make many windows tie; routing the gradient to another tied position
+    # changes the conv weight's gradient, because tied outputs come from different input patches.
+    spec = ModelSpec("ties", (1, 5, 5), 2, (
+        Conv2d("conv1", 1, 1, 2), Pool("pool1", "max", 2, 2), Flatten("flatten"), Linear("fc1", 4, 2)))
+    weights = {"conv1.weight": np.array([[[[1, 0], [0, 1]]]], np.float32), "conv1.bias": np.zeros(1, np.float32),
+               "fc1.weight": np.array([[1, -2, 3, 1], [-1, 2, 1, -3]], np.float32) / 4,
+               "fc1.bias": np.zeros(2, np.float32)}
+    x = np.random.default_rng(0).integers(0, 2, (3, 1, 5, 5)).astype(np.float32)
+    y = np.array([0, 1, 0])
+    train = TrainConfig(optimizer="sgd", momentum=0.0)
+    model, params = model_with(spec, weights), torch_params(weights)
+    BACKEND.make_trainer(model, train, set()).step(x, y, 1.0)
+    torch_step(spec, params, torch_optimizer(spec, params, train, set()), x, y, 1.0)
+    np.testing.assert_allclose(BACKEND.get_weights(model)["conv1.weight"], params["conv1.weight"].detach().numpy(),
+                               rtol=1e-6, atol=1e-7)
+
+
+# ---- checkpoints and ONNX -------------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip(tmp_path):
+    weights = weights_with_stats(TINY, 4)
+    path = tmp_path / "model.ckpt.tmp"  # any name: the backend must not append a suffix of its own
+    BACKEND.save(model_with(TINY, weights), path)
+    assert path.is_file() and not (tmp_path / "model.ckpt.tmp.ckpt").exists()
+    loaded = BACKEND.get_weights(BACKEND.load(TINY, path, "cpu"))
+    for name, value in weights.items():
+        assert loaded[name].tobytes() == value.tobytes(), name
+    with pytest.raises(HarnessError, match="another model"):
+        BACKEND.load(NO_BN, path, "cpu")
+
+
+def test_onnx_export_matches_native(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = model_with(TINY, weights_with_stats(TINY, 6))
+    path = BACKEND.export_onnx(model, tmp_path / "model.onnx")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["x"] and [o.name for o in proto.graph.output] == ["logits"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 5):  # a dynamic batch axis: one file serves both
+        x, _ = batch(TINY, n, n)
+        got = session.run(["logits"], {"x": x})[0]
+        np.testing.assert_allclose(got, BACKEND.predict(model, x, n), rtol=1.3e-6, atol=1e-5)
+
+
+def test_onnx_export_with_fixed_batch(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = model_with(NO_BN, init_weights(NO_BN, 0))
+    path = BACKEND.export_onnx(model, tmp_path / "fixed.onnx", batch_size=3)
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [3, *NO_BN.input_shape]
+
+
+# ---- devices and provenance -------------------------------------------------------------------------------------
+
+
+def test_cpu_is_always_usable():
+    assert BACKEND.resolve_device("cpu") == "cpu"
+    assert "cpu" in BACKEND.devices()
+    assert BACKEND.resolve_device("auto") in BACKEND.devices()
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda", "ascend", "npu:0"])
+def test_unusable_device_is_one_line(device):
+    kind = {"cuda": "gpu", "npu:0": "ascend"}.get(device, device)
+    if kind in BACKEND.devices():
+        pytest.skip(f"{kind} is usable on this machine")
+    with pytest.raises(BackendUnavailable) as error:
+        BACKEND.resolve_device(device)
+    message = str(error.value)
+    assert "\n" not in message and "fix:" in message and repr(device) in message
+
+
+def test_unknown_device_is_rejected():
+    with pytest.raises(BackendUnavailable, match="unknown mindspore device"):
+        BACKEND.resolve_device("tpu")
+
+
+def test_versions_report_the_onednn_isa():
+    versions = BACKEND.versions()
+    assert versions["mindspore"] and "ONEDNN_MAX_CPU_ISA" in versions
