@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 
-def bare_train(module: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int,
+def bare_train(model, x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int,
                learning_rate: float = 0.01, momentum: float = 0.9, seed: int = 0) -> float:
-    """Train ``module`` with SGD the way a minimal script would; returns images/s over all epochs."""
+    """Train the backend's module with SGD the way a minimal script would; returns images/s over all epochs."""
+    module = model.module
     inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
     optimizer = torch.optim.SGD(module.parameters(), lr=learning_rate, momentum=momentum)
     generator = torch.Generator().manual_seed(seed)

@@ -36,8 +36,7 @@ def bare_images_per_s(name: str, backend, spec, dataset, config) -> float:
     bare = importlib.import_module(f"bare_{name}")
     model = backend.build(spec, "cpu")
     backend.set_weights(model, init_weights(spec, config.train.seed))
-    return bare.bare_train(model.module if name == "pytorch" else model, dataset.train_x, dataset.train_y,
-                           config.train.batch_size, config.train.epochs)
+    return bare.bare_train(model, dataset.train_x, dataset.train_y, config.train.batch_size, config.train.epochs)
 
 
 def main() -> None:
