@@ -76,7 +76,8 @@ class Matrix:
         if not row["passed"] and divergence is not None:
             found = divergence()
             row["first_divergent_layer"] = (f"{found['layer']} (max_abs {found['max_abs']:.2e})" if found
-                                            else "none: every layer within tolerance")
+                                            else "none when recomputed from weights.npz: the saved logits "
+                                                 "do not come from these weights")
         self.rows.append(row)
         self.diffs[f"{name_a} vs {name_b}"] = np.abs(a.astype(np.float64) - b).ravel()
 
