@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 from backends.mindspore import BACKEND  # noqa: E402
+from tests.torch_functional import torch_layer
 from harness.config import TrainConfig  # noqa: E402
 from harness.errors import BackendUnavailable, HarnessError  # noqa: E402
 from harness.models import build_model  # noqa: E402
@@ -35,31 +36,11 @@ NO_BN = ModelSpec("tiny-nobn", (1, 6, 6), 3, (
 # ---- torch references ----------------------------------------------------------------------------------------
 
 
-def _torch_layer(layer, x, p, training=False):
-    """One spec layer in torch.nn.functional; ``p`` maps canonical names to tensors."""
-    name = layer.name
-    if isinstance(layer, Conv2d):
-        return F.conv2d(x, p[f"{name}.weight"], p.get(f"{name}.bias"), layer.stride, layer.padding)
-    if isinstance(layer, Pool):
-        pool = F.max_pool2d if layer.kind == "max" else F.avg_pool2d
-        return pool(x, layer.kernel_size, layer.stride)
-    if isinstance(layer, Activation):
-        return {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[layer.kind](x)
-    if isinstance(layer, Dropout):
-        return x  # eval mode; training tests use specs without dropout
-    if isinstance(layer, BatchNorm2d):
-        return F.batch_norm(x, p[f"{name}.mean"], p[f"{name}.var"], p[f"{name}.gamma"], p[f"{name}.beta"],
-                            training=training, momentum=layer.momentum, eps=layer.eps)
-    if isinstance(layer, Flatten):
-        return x.flatten(1)
-    return F.linear(x, p[f"{name}.weight"], p.get(f"{name}.bias"))
-
-
 def torch_outputs(spec, params, x, training=False) -> list:
     """Output of every layer, in order."""
     outputs, value = [], torch.as_tensor(x)
     for layer in spec.layers:
-        value = _torch_layer(layer, value, params, training)
+        value = torch_layer(layer, value, params, training)
         outputs.append(value)
     return outputs
 

@@ -33,35 +33,15 @@ def _randomise_batch_norm(spec: ModelSpec, weights: dict, seed: int = 1) -> dict
     return weights
 
 
-def _torch_layer(torch, layer, w, x):
-    """One layer in torch.nn.functional, float64, eval mode; built independently of reference.py."""
-    F = torch.nn.functional
-    get = lambda suffix: torch.from_numpy(np.asarray(w[f"{layer.name}.{suffix}"], np.float64))  # noqa: E731
-    if isinstance(layer, Conv2d):
-        bias = get("bias") if layer.bias else None
-        return F.conv2d(x, get("weight"), bias, stride=layer.stride, padding=layer.padding)
-    if isinstance(layer, Pool):
-        pool = F.max_pool2d if layer.kind == "max" else F.avg_pool2d
-        return pool(x, layer.kernel_size, layer.stride)
-    if isinstance(layer, Activation):
-        return {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[layer.kind](x)
-    if isinstance(layer, Dropout):
-        return F.dropout(x, layer.p, training=False)
-    if isinstance(layer, BatchNorm2d):
-        return F.batch_norm(x, get("mean"), get("var"), get("gamma"), get("beta"), training=False, eps=layer.eps)
-    if isinstance(layer, Flatten):
-        return torch.flatten(x, 1)
-    if isinstance(layer, Linear):
-        return F.linear(x, get("weight"), get("bias") if layer.bias else None)
-    raise AssertionError(f"test does not know {layer!r}")
-
-
 def _torch_forward(spec: ModelSpec, weights: dict, x: np.ndarray) -> dict[str, np.ndarray]:
     torch = pytest.importorskip("torch")
+    from tests.torch_functional import torch_layer
+
+    params = {name: torch.from_numpy(np.asarray(value, np.float64)) for name, value in weights.items()}
     out, outputs = torch.from_numpy(np.asarray(x, np.float64)), {}
     with torch.no_grad():
         for layer in spec.layers:
-            out = _torch_layer(torch, layer, weights, out)
+            out = torch_layer(layer, out, params)
             outputs[layer.name] = out.numpy()
     return outputs
 
