@@ -7,7 +7,6 @@ User and environment errors (HarnessError, bad flags) print one line and exit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import fields
@@ -78,6 +77,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backend_list(text: str) -> list[str]:
+    """``--backends a,b`` as names, each a known backend."""
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = [b for b in names if b not in backend_names()]
+    if unknown or not names:
+        raise HarnessError(f"unknown backend(s) {unknown} in --backends {text!r}; "
+                           f"expected a comma-separated subset of {', '.join(backend_names())}")
+    return names
+
+
 def _finish_report(report, config, reports_dir: Path) -> int:
     from .report import verdict_table
     from .workflow import exit_code, write
@@ -89,21 +98,15 @@ def _finish_report(report, config, reports_dir: Path) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from .runs import read_run_info
     from .workflow import build_report, check_comparable, obtain_runs
 
     if args.runs:
         config = check_comparable(args.runs)
-        runs = {}
-        for run_dir in args.runs:
-            runs[json.loads((run_dir / "run.json").read_text())["backend"]] = run_dir
+        runs = {read_run_info(run_dir)["backend"]: run_dir for run_dir in args.runs}
     else:
         config = build_config(settings_from_args(args))
-        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-        unknown = [b for b in backends if b not in backend_names()]
-        if unknown or not backends:
-            raise HarnessError(f"unknown backend(s) {unknown} in --backends {args.backends!r}; "
-                               f"expected a comma-separated subset of {', '.join(backend_names())}")
-        runs = obtain_runs(config, backends, args.out, args.fresh, args.data_dir, args.quiet)
+        runs = obtain_runs(config, _backend_list(args.backends), args.out, args.fresh, args.data_dir, args.quiet)
     return _finish_report(build_report(config, runs, args.data_dir), config, args.reports)
 
 
@@ -137,8 +140,8 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     from .workflow import EXIT_FAILED, run_parity
 
     config = build_config(settings_from_args(args))
-    names = [b.strip() for b in args.backends.split(",")]
-    if len(names) != 2 or not set(names) <= set(backend_names()) or names[0] == names[1]:
+    names = _backend_list(args.backends)
+    if len(names) != 2 or names[0] == names[1]:
         raise HarnessError(f"--backends {args.backends!r} must name two different backends of {', '.join(backend_names())}")
     if args.steps < 1:
         raise HarnessError(f"--steps {args.steps} must be >= 1")

@@ -201,9 +201,13 @@ def read_recipe(name: str) -> dict:
     return read_settings_file(RECIPES_DIR / f"{name}.toml")
 
 
-def config_from_json(text: str) -> RunConfig:
-    """Inverse of ``json.dumps(config.to_dict())``."""
-    nested = json.loads(text)
+def config_from_dict(nested: dict) -> RunConfig:
+    """Inverse of ``config.to_dict()``."""
     flat = {k: v for section in SECTIONS for k, v in nested.get(section, {}).items()}
     flat.update({k: nested[k] for k in TOP_LEVEL if k in nested})
     return build_config(flat)
+
+
+def config_from_json(text: str) -> RunConfig:
+    """Inverse of ``json.dumps(config.to_dict())``."""
+    return config_from_dict(json.loads(text))

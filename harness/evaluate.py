@@ -20,7 +20,8 @@ import pandas as pd
 from . import reference
 from .backend import get_backend
 from .compare import confusion_matrix, first_divergent_layer, pair_metrics, trained_pair
-from .config import RunConfig, config_from_json
+from .config import RunConfig
+from .runs import read_run_config, read_run_info
 from .data import Dataset
 from .errors import HarnessError
 from .onnxcheck import graph_summary
@@ -46,8 +47,7 @@ class LoadedRun:
 
 def load_run(run_dir: Path, spec: ModelSpec) -> LoadedRun:
     """Read a run folder's config, weights and predictions, or raise HarnessError naming the broken file."""
-    info = json.loads((run_dir / "run.json").read_text())
-    config = config_from_json(json.dumps(json.loads((run_dir / "config.json").read_text())["config"]))
+    info, config = read_run_info(run_dir), read_run_config(run_dir)
     weights = load_weights(spec, run_dir / "weights.npz")
     try:
         with np.load(run_dir / "predictions.npz", allow_pickle=False) as archive:

@@ -103,7 +103,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: b
         write_json(run_dir / "run.json", info)
         raise
     last = result.epoch_rows[-1]
-    images = sum(len(dataset.train_y) for _ in result.epoch_rows)
+    images = len(dataset.train_y) * len(result.epoch_rows)
     info.update(status="completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 test_accuracy=last["test_accuracy"], test_loss=last["test_loss"], train_loss=last["train_loss"],
                 epochs=len(result.epoch_rows), train_seconds=result.train_seconds,

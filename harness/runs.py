@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .config import RunConfig, config_from_dict
 from .errors import HarnessError
 
 _UMASK = os.umask(0)
@@ -89,6 +90,14 @@ def read_run_info(run_dir: Path) -> dict:
         return json.loads((run_dir / "run.json").read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise HarnessError(f"{run_dir}/run.json is missing or corrupt ({error}); re-run or delete {run_dir}") from None
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The RunConfig a run folder was made with, or HarnessError naming the broken config.json."""
+    try:
+        return config_from_dict(json.loads((Path(run_dir) / "config.json").read_text())["config"])
+    except (OSError, KeyError, json.JSONDecodeError) as error:
+        raise HarnessError(f"{run_dir}/config.json is missing or corrupt ({error}); re-run it") from None
 
 
 def completed_runs(out: Path) -> list[tuple[Path, dict]]:

@@ -6,7 +6,6 @@ becomes an error row; the rest of the report is still written.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__
-from .config import RunConfig, config_from_json
+from .config import RunConfig
 from .errors import HarnessError
 from .evaluate import LoadedRun, evaluate, load_run
 from .report import Report, write_reports
 from .runner import execute, load_data
-from .runs import completed_runs, ensure_writable_dir, read_run_info
+from .runs import completed_runs, ensure_writable_dir, read_run_config, read_run_info
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -35,9 +34,9 @@ def find_reusable(out: Path, config: RunConfig) -> Path | None:
 
 def _requested_device(run_dir: Path) -> str | None:
     try:
-        return json.loads((run_dir / "config.json").read_text())["config"]["device"]
-    except (OSError, KeyError, json.JSONDecodeError):
-        return None
+        return read_run_config(run_dir).device
+    except HarnessError:
+        return None  # a broken folder is never reused
 
 
 def obtain_runs(config: RunConfig, backends: list[str], out: Path, fresh: bool, data_dir: Path | None,
@@ -68,10 +67,7 @@ def check_comparable(run_dirs: list[Path]) -> RunConfig:
     configs = []
     for run_dir in run_dirs:
         read_run_info(run_dir)
-        try:
-            configs.append(config_from_json(json.dumps(json.loads((run_dir / "config.json").read_text())["config"])))
-        except (OSError, KeyError, json.JSONDecodeError) as error:
-            raise HarnessError(f"{run_dir}/config.json is missing or corrupt ({error}); re-run it") from None
+        configs.append(read_run_config(run_dir))
     fields = differing_fields(configs)
     if fields:
         raise HarnessError(f"runs differ in {', '.join(fields)}, not only backend/device: they are not comparable; "
@@ -112,12 +108,16 @@ def build_report(config: RunConfig, runs: dict[str, Path | str], data_dir: Path 
     return Report(tables=tables, logit_diffs=diffs, verdict=verdict, title=title)
 
 
+def provenance(config: RunConfig) -> dict:
+    """The columns every report table carries: which config, which harness, when."""
+    return {"config_hash": config.config_hash, "harness_version": __version__,
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def write(report: Report, config: RunConfig, reports_dir: Path) -> list[Path]:
     """Write the report files with provenance columns."""
     ensure_writable_dir(reports_dir, "reports folder")
-    provenance = {"config_hash": config.config_hash, "harness_version": __version__,
-                  "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    return write_reports(report, reports_dir, provenance)
+    return write_reports(report, reports_dir, provenance(config))
 
 
 def exit_code(report: Report) -> int:
@@ -149,8 +149,7 @@ def run_parity(config: RunConfig, names: list[str], steps: int, modes: list[str]
     spec, dataset = load_data(config, data_dir)
     rows = parity.check(config, spec, dataset, names, steps, modes)
     frame = pd.DataFrame(rows).assign(model=config.model.model, backend_a=names[0], backend_b=names[1],
-                                      config_hash=config.config_hash, harness_version=__version__,
-                                      generated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                                      **provenance(config))
     ensure_writable_dir(reports_dir, "reports folder")
     with atomic_path(reports_dir / "parity.csv") as tmp:
         frame.to_csv(tmp, index=False)
