@@ -21,10 +21,11 @@ from . import reference
 from .backend import get_backend
 from .compare import confusion_matrix, first_divergent_layer, pair_metrics, trained_pair
 from .config import RunConfig
-from .runs import read_run_config, read_run_info
 from .data import Dataset
 from .errors import HarnessError
+from .loop import EVAL_BATCH_SIZE
 from .onnxcheck import graph_summary
+from .runs import read_run_config, read_run_info
 from .spec import ModelSpec
 from .tolerances import tolerance, value
 from .weights import load_weights
@@ -97,10 +98,10 @@ def _reference_count(spec: ModelSpec, n: int) -> int:
     return min(n, REFERENCE_IMAGES_BIG_MODEL) if spec.num_params > BIG_MODEL_PARAMS else n
 
 
-def _layer_divergence(spec: ModelSpec, x: np.ndarray, acts_b, acts_a):
+def _layer_divergence(spec: ModelSpec, x: np.ndarray, reference_acts, candidate_acts):
     """A deferred first-divergent-layer search (only run for failed pairs)."""
     names = [layer.name for layer in spec.layers]
-    return lambda: first_divergent_layer(names, acts_a(x), acts_b(x), tolerance("layer"))
+    return lambda: first_divergent_layer(names, candidate_acts(x), reference_acts(x), tolerance("layer"))
 
 
 def _same_weights(m: Matrix, name: str, run: LoadedRun, others: dict) -> None:
@@ -122,7 +123,7 @@ def _same_weights(m: Matrix, name: str, run: LoadedRun, others: dict) -> None:
     for other_name, other in others.items():
         model = other.build(spec, "cpu")
         other.set_weights(model, run.weights)
-        cross = other.predict(model, x, 1000)
+        cross = other.predict(model, x, EVAL_BATCH_SIZE)
         other_acts = lambda xs, o=other, mo=model: o.activations(mo, xs)  # noqa: E731
         label = f"{other_name}[{name} weights]"
         m.add_pair(label, cross, f"{name}:native", native, "cross", _layer_divergence(spec, few, own_acts, other_acts))
