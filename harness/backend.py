@@ -68,6 +68,12 @@ class Backend(Protocol):
     def make_trainer(self, model: Any, train: TrainConfig, decay_names: set[str]) -> Trainer:
         """A trainer for ``train``'s optimizer; weight decay only on ``decay_names``."""
 
+    def rng_state(self, model: Any) -> dict[str, np.ndarray]:
+        """The framework's random state that training draws from (dropout masks), for checkpoints."""
+
+    def set_rng_state(self, model: Any, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``rng_state`` returned."""
+
     def predict(self, model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
         """Eval-mode logits (N, classes) as float32."""
 

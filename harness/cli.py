@@ -65,10 +65,19 @@ def settings_from_args(args: argparse.Namespace) -> dict:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import execute
+    from .runner import execute, resume
 
-    config = build_config(settings_from_args(args))
-    outcome = execute(config, args.out, args.data_dir, quiet=args.quiet)
+    if args.checkpoint_every < 0:
+        raise HarnessError(f"--checkpoint-every {args.checkpoint_every} must be >= 0 (0: at each epoch's end only)")
+    if args.resume:
+        given = sorted(settings_from_args(args)) + (["out"] if args.out is not None else [])
+        if given:
+            raise HarnessError(f"--resume takes every setting from {args.resume}/config.json, but "
+                               f"{', '.join(given)} was also given; drop those flags")
+        outcome = resume(args.resume, args.data_dir, args.quiet, args.checkpoint_every)
+    else:
+        config = build_config(settings_from_args(args))
+        outcome = execute(config, args.out or Path("runs"), args.data_dir, args.quiet, args.checkpoint_every)
     s = outcome.summary
     print(f"{s['model']} on {s['dataset']} with {s['backend']}/{s['device']}: test accuracy "
           f"{s['test_accuracy']:.2%} (onnxruntime {s['onnx_test_accuracy']:.2%}, max |logit diff| "
@@ -173,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = commands.add_parser("run", help="train one backend and write runs/<run_id>/")
     add_setting_flags(run)
-    run.add_argument("--out", type=Path, default=Path("runs"), help="folder for run folders (default runs/)")
+    run.add_argument("--out", type=Path, help="folder for run folders (default runs/)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    run.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                     help="also checkpoint every N steps (default 0: at each epoch's end only)")
     run.set_defaults(handler=_cmd_run)
     compare = commands.add_parser("compare", help="train every backend with one config and cross-check them")
     add_setting_flags(compare)
@@ -215,6 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted: {interrupt}" if str(interrupt) else "interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -17,3 +17,7 @@ class BackendUnavailable(HarnessError):
 
 class DataError(HarnessError):
     """A dataset that is missing, malformed or not what it claims to be."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C honoured between steps: a checkpoint was written; the message says how to resume."""

@@ -3,7 +3,8 @@
 A run folder holds config.json (+ hash), metrics.csv, weights.npz, the native
 checkpoint, model.onnx, predictions.npz and run.json (versions, device,
 timings, status). Every file is written atomically; run.json is written first
-with status ``running`` so an interrupted run is recognisable as such.
+with status ``running`` so an interrupted run is recognisable as such, and
+checkpoint.npz (``harness.checkpoint``) lets ``harness run --resume`` continue it.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from . import __version__
 from .backend import get_backend
 from .config import RunConfig
 from .data import Dataset, load_raw, prepare
-from .loop import TrainResult, train
+from .checkpoint import CHECKPOINT_NAME, Checkpoint, read_checkpoint, write_checkpoint
+from .errors import HarnessError, RunInterrupted
+from .loop import Checkpointing, TrainResult, train
 from .metrics import accuracy
 from .models import MODELS, build_model
 from .onnxcheck import run_onnx
-from .runs import atomic_path, create_run_dir, write_json
+from .runs import atomic_path, create_run_dir, read_run_config, read_run_info, write_json
 from .spec import ModelSpec
 from .weights import init_weights, save_weights
 
@@ -69,38 +72,38 @@ def _export_and_check(backend, model, run_dir: Path, dataset: Dataset, native: n
             "onnx_max_abs_diff": float(np.abs(onnx_logits - native).max())}
 
 
-def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: bool = False) -> RunOutcome:
-    """Train one backend per ``config`` and write its run folder.
-
-    Raises:
-        HarnessError: bad settings, missing data, unusable backend or device.
-    """
-    backend = get_backend(config.backend)
-    device = backend.resolve_device(config.device)
-    spec, dataset = load_data(config, data_dir)
-    run_dir = create_run_dir(out, config.backend, spec.name, config.config_hash)
-    info = {"run_id": run_dir.name, "status": "running", "backend": config.backend, "device": device,
+def _start_info(config: RunConfig, backend, device: str, spec: ModelSpec, dataset: Dataset, run_dir: Path) -> dict:
+    return {"run_id": run_dir.name, "status": "running", "backend": config.backend, "device": device,
             "model": spec.name, "dataset": config.data.dataset, "data_source": dataset.source,
             "config_hash": config.config_hash, "num_params": spec.num_params,
             "num_train": len(dataset.train_y), "num_test": len(dataset.test_y),
             "versions": {"harness": __version__, "python": platform.python_version(), **backend.versions()},
             "command": " ".join(["harness", *sys.argv[1:]]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json(run_dir / "config.json", {"config": config.to_dict(), "config_hash": config.config_hash})
-    write_json(run_dir / "run.json", info)
+
+
+def _write_artefacts(backend, model, run_dir: Path, dataset: Dataset, result: TrainResult) -> dict:
+    _write_metrics(run_dir / "metrics.csv", result)
+    with atomic_path(run_dir / "weights.npz") as tmp:
+        save_weights(tmp, backend.get_weights(model))
+    with atomic_path(run_dir / f"model{backend.checkpoint_suffix}") as tmp:
+        backend.save(model, tmp)
+    return _export_and_check(backend, model, run_dir, dataset, result.test_logits)
+
+
+def _train_and_write(config: RunConfig, run_dir: Path, info: dict, dataset: Dataset, model, spec: ModelSpec,
+                     quiet: bool, checkpoint_every: int, resume: Checkpoint | None) -> RunOutcome:
+    """Train (or continue), write the artefacts, and keep run.json's status true at every moment."""
+    backend = get_backend(config.backend)
+    saving = Checkpointing(lambda state: write_checkpoint(run_dir, state), config.config_hash, checkpoint_every)
     try:
-        model = backend.build(spec, device)
-        backend.set_weights(model, init_weights(spec, config.train.seed))
-        result = train(backend, model, spec, dataset, config, quiet=quiet)
-        _write_metrics(run_dir / "metrics.csv", result)
-        with atomic_path(run_dir / "weights.npz") as tmp:
-            save_weights(tmp, backend.get_weights(model))
-        with atomic_path(run_dir / f"model{backend.checkpoint_suffix}") as tmp:
-            backend.save(model, tmp)
-        info.update(_export_and_check(backend, model, run_dir, dataset, result.test_logits))
+        result = train(backend, model, spec, dataset, config, quiet=quiet, saving=saving, resume=resume)
+        info.update(_write_artefacts(backend, model, run_dir, dataset, result))
     except BaseException as error:
         info.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
                     error=f"{type(error).__name__}: {error}")
         write_json(run_dir / "run.json", info)
+        if isinstance(error, RunInterrupted):
+            raise RunInterrupted(f"{error}; continue with: harness run --resume {run_dir}") from None
         raise
     last = result.epoch_rows[-1]
     images = len(dataset.train_y) * len(result.epoch_rows)
@@ -108,5 +111,68 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: b
                 test_accuracy=last["test_accuracy"], test_loss=last["test_loss"], train_loss=last["train_loss"],
                 epochs=len(result.epoch_rows), train_seconds=result.train_seconds,
                 images_per_s=images / result.train_seconds)
+    info.pop("error", None)
     write_json(run_dir / "run.json", info)
+    (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # the finished artefacts supersede it
     return RunOutcome(run_dir, info)
+
+
+def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: bool = False,
+            checkpoint_every: int = 0) -> RunOutcome:
+    """Train one backend per ``config`` and write its run folder.
+
+    Args:
+        config: the run's settings.
+        out: the folder that receives the new run folder.
+        data_dir: where datasets are (None: $HARNESS_DATA_DIR or ./data).
+        quiet: no progress bar.
+        checkpoint_every: also checkpoint every this many steps (0: at each epoch's end only).
+
+    Raises:
+        HarnessError: bad settings, missing data, unusable backend or device, divergence.
+        RunInterrupted: Ctrl-C; the run folder holds a checkpoint to resume from.
+    """
+    backend = get_backend(config.backend)
+    device = backend.resolve_device(config.device)
+    spec, dataset = load_data(config, data_dir)
+    run_dir = create_run_dir(out, config.backend, spec.name, config.config_hash)
+    info = _start_info(config, backend, device, spec, dataset, run_dir)
+    write_json(run_dir / "config.json", {"config": config.to_dict(), "config_hash": config.config_hash})
+    write_json(run_dir / "run.json", info)
+    try:
+        model = backend.build(spec, device)
+        backend.set_weights(model, init_weights(spec, config.train.seed))
+    except BaseException as error:
+        info.update(status="failed", error=f"{type(error).__name__}: {error}")
+        write_json(run_dir / "run.json", info)
+        raise
+    return _train_and_write(config, run_dir, info, dataset, model, spec, quiet, checkpoint_every, None)
+
+
+def resume(run_dir: Path, data_dir: Path | None = None, quiet: bool = False, checkpoint_every: int = 0) -> RunOutcome:
+    """Continue an interrupted run from its checkpoint, in its own folder.
+
+    The final weights are bit-identical to an uninterrupted run's (same device and
+    thread count; for MindSpore models with Dropout, see the README).
+
+    Raises:
+        HarnessError: not a run folder, already completed, no or corrupt checkpoint, config changed.
+    """
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    config = read_run_config(run_dir)
+    if info.get("status") == "completed":
+        raise HarnessError(f"run {run_dir} is already completed; nothing to resume (start a new run instead)")
+    if config.config_hash != info.get("config_hash"):
+        raise HarnessError(f"{run_dir}/config.json (hash {config.config_hash[:12]}) does not match run.json "
+                           f"({str(info.get('config_hash'))[:12]}): the folder was edited; start the run again")
+    backend = get_backend(config.backend)
+    device = backend.resolve_device(config.device)
+    spec, dataset = load_data(config, data_dir)
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT_NAME, spec, config.config_hash)
+    info.update(status="running", device=device)
+    info.setdefault("resumed", []).append({"at_step": checkpoint.position.step,
+                                           "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_json(run_dir / "run.json", info)
+    model = backend.build(spec, device)
+    return _train_and_write(config, run_dir, info, dataset, model, spec, quiet, checkpoint_every, checkpoint)

@@ -81,10 +81,22 @@ def check_weights(spec: ModelSpec, weights: Weights, source: str) -> None:
             raise HarnessError(f"{source}: {name} has shape {weights[name].shape}, expected {shape}")
 
 
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays as an uncompressed .npz that ``np.load(allow_pickle=False)`` reads.
+
+    Unlike ``np.savez``, the bytes depend on the arrays alone: every member gets
+    the same fixed timestamp, so equal weights give byte-identical files.
+    """
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, value in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asanyarray(value), allow_pickle=False)
+
+
 def save_weights(path: Path, weights: Weights) -> None:
-    """Write canonical weights as an uncompressed .npz (no pickled objects)."""
-    with open(path, "wb") as handle:
-        np.savez(handle, **weights)
+    """Write canonical weights as an uncompressed, byte-reproducible .npz (no pickled objects)."""
+    save_arrays(path, weights)
 
 
 def load_weights(spec: ModelSpec, path: Path) -> Weights:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from harness import backend as backend_registry
 from harness.cli import main
+from harness.weights import save_weights
 
 pytestmark = pytest.mark.parity
 SMALL = ["--dataset", "mnist-sample", "--limit-train", "256", "--limit-test", "128", "--epochs", "1",
@@ -54,16 +57,21 @@ def test_compare_reuses_runs_and_report_rebuilds(both_backends, lenet_compare, c
     np.testing.assert_array_equal(rebuilt.max_abs, original.max_abs)  # NaN (trained rows) equals NaN here
 
 
+def _copy_with_weights(run_dir, tmp_path, edit):
+    """A copy of ``run_dir`` whose weights.npz was changed in place by ``edit(weights)``."""
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    with np.load(copy / "weights.npz") as archive:
+        weights = {k: archive[k] for k in archive.files}
+    edit(weights)
+    save_weights(copy / "weights.npz", weights)
+    return copy
+
+
 def test_perturbed_weights_fail_the_comparison(both_backends, lenet_compare, tmp_path, capsys):
     code, root = lenet_compare
     run_dirs = sorted((root / "runs").iterdir())
-    broken = tmp_path / run_dirs[0].name
-    import shutil
-
-    shutil.copytree(run_dirs[0], broken)
-    with np.load(broken / "weights.npz") as archive:
-        weights = {k: archive[k] + np.float32(1e-2) * (k == "fc1.weight") for k in archive.files}
-    np.savez(broken / "weights.npz", **weights)
+    broken = _copy_with_weights(run_dirs[0], tmp_path, lambda w: w["fc1.weight"].__iadd__(np.float32(1e-2)))
     assert main(["compare", "--runs", str(broken), str(run_dirs[1]), "--reports", str(tmp_path / "rep")]) == 1
     agreement = pd.read_csv(tmp_path / "rep" / "agreement.csv")
     failed = agreement[~agreement.passed.astype(bool)]
@@ -71,6 +79,18 @@ def test_perturbed_weights_fail_the_comparison(both_backends, lenet_compare, tmp
     assert f"{name}:native vs reference:float64[{name} weights]" in set(failed.evaluator_a + " vs " + failed.evaluator_b)
     # every layer recomputed from the (perturbed) weights agrees: the saved logits are what no longer fit
     assert failed.first_divergent_layer.dropna().str.contains("do not come from these weights").all()
+    assert "verdict: FAILED" in capsys.readouterr().out
+
+
+def test_nan_weights_are_failed_never_passed(both_backends, lenet_compare, tmp_path, capsys):
+    code, root = lenet_compare
+    run_dirs = sorted((root / "runs").iterdir())
+    broken = _copy_with_weights(run_dirs[1], tmp_path, lambda w: w["fc3.bias"].__setitem__(0, np.nan))
+    assert main(["compare", "--runs", str(run_dirs[0]), str(broken), "--reports", str(tmp_path / "rep")]) == 1
+    agreement = pd.read_csv(tmp_path / "rep" / "agreement.csv")
+    from_nan = agreement[agreement.evaluator_a.str.contains(f"{broken.name.split('-')[3]} weights")
+                         | agreement.evaluator_b.str.contains(f"{broken.name.split('-')[3]} weights")]
+    assert len(from_nan) and not from_nan.passed.astype(bool).any()
     assert "verdict: FAILED" in capsys.readouterr().out
 
 

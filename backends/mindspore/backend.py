@@ -61,6 +61,15 @@ class MindSporeBackend:
     def make_trainer(self, model: _build.MsModel, train: TrainConfig, decay_names: set[str]) -> MsTrainer:
         return MsTrainer(model, train, decay_names)
 
+    def rng_state(self, model: _build.MsModel) -> dict[str, np.ndarray]:
+        # Dropout's mask stream lives inside the CPU/GPU ops.Dropout kernel, which MindSpore does not
+        # expose: nothing to save. Dropout-free models resume bit-identically; with Dropout the masks
+        # after a resume are fresh draws (README, "What happens when things go wrong").
+        return {}
+
+    def set_rng_state(self, model: _build.MsModel, state: dict[str, np.ndarray]) -> None:
+        return None
+
     def predict(self, model: _build.MsModel, x: np.ndarray, batch_size: int) -> np.ndarray:
         return _forward.predict(model, x, batch_size)
 

@@ -67,6 +67,18 @@ class PyTorchBackend:
     def make_trainer(self, model, train: TrainConfig, decay_names: set[str]) -> TorchTrainer:
         return TorchTrainer(model, train, decay_names)
 
+    def rng_state(self, model) -> dict[str, np.ndarray]:
+        state = {"torch_cpu": torch.get_rng_state().numpy().copy()}
+        if model.device.type == "cuda":  # dropout on a GPU draws from that device's generator
+            state["torch_cuda"] = torch.cuda.get_rng_state(model.device).numpy().copy()
+        return state
+
+    def set_rng_state(self, model, state: dict[str, np.ndarray]) -> None:
+        if "torch_cpu" in state:
+            torch.set_rng_state(torch.from_numpy(np.array(state["torch_cpu"], dtype=np.uint8)))
+        if "torch_cuda" in state and model.device.type == "cuda":
+            torch.cuda.set_rng_state(torch.from_numpy(np.array(state["torch_cuda"], dtype=np.uint8)), model.device)
+
     @torch.inference_mode()
     def predict(self, model, x: np.ndarray, batch_size: int) -> np.ndarray:
         model.module.eval()

@@ -34,6 +34,7 @@ class TorchTrainer:
     def __init__(self, model: TorchModel, train: TrainConfig, decay_names: set[str]) -> None:
         self.model = model
         self.optimizer = _optimizer(model, train, decay_names)
+        torch.manual_seed(train.seed)  # dropout masks come from torch's global generator: make them repeatable
         self._names = {p: name for name in model.spec.trainable_names()
                        for key, p in model.module.named_parameters() if key == torch_name(name)}
 
