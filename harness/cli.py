@@ -23,6 +23,10 @@ EXIT_INTERRUPTED = 130
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (exit 2) instead of usage + error."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # `--epoch 3` is a typo to report, not `--epochs 3`
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:
         raise HarnessError(f"{message} (see `{self.prog} --help`)")
 

@@ -95,9 +95,14 @@ def read_run_info(run_dir: Path) -> dict:
 def read_run_config(run_dir: Path) -> RunConfig:
     """The RunConfig a run folder was made with, or HarnessError naming the broken config.json."""
     try:
-        return config_from_dict(json.loads((Path(run_dir) / "config.json").read_text())["config"])
-    except (OSError, KeyError, json.JSONDecodeError) as error:
+        saved = json.loads((Path(run_dir) / "config.json").read_text())
+        config, saved_hash = config_from_dict(saved["config"]), saved["config_hash"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
         raise HarnessError(f"{run_dir}/config.json is missing or corrupt ({error}); re-run it") from None
+    if saved_hash != config.config_hash:
+        raise HarnessError(f"{run_dir}/config.json was edited: its settings hash to {config.config_hash[:12]}, "
+                           f"but it records {str(saved_hash)[:12]}; re-run instead of editing a run folder")
+    return config
 
 
 def completed_runs(out: Path) -> list[tuple[Path, dict]]:

@@ -1,4 +1,4 @@
-"""The real command on tiny data, and bad input: one line, exit 2, nothing written."""
+"""The real command on tiny data (the bad-input table is tests/test_bad_inputs.py)."""
 
 from __future__ import annotations
 
@@ -49,34 +49,6 @@ def test_config_file_and_flags_layer_over_a_recipe(tmp_path, capsys):
     saved = json.loads((run_dir / "config.json").read_text())["config"]
     assert saved["model"]["model"] == "lenet-tiny" and saved["train"]["epochs"] == 1
     assert saved["train"]["batch_size"] == 48
-
-
-BAD_INPUTS = [
-    (["--model", "lenet6"], "unknown model 'lenet6'"),
-    (["--dataset", "imagenet"], "imagenet"),
-    (["--backend", "jax"], "unknown backend 'jax'"),
-    (["--device", "tpu"], "device 'tpu'"),
-    (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'"),
-    (["--schedule", "linear"], "unknown schedule 'linear'"),
-    (["--batch-size", "0"], "batch_size=0"),
-    (["--epochs", "0"], "epochs=0"),
-    (["--lr", "-1"], "learning_rate=-1.0"),
-    (["--epochs", "three"], "invalid int value"),
-    (["--recipe", "nope"], "unknown recipe 'nope'"),
-    (["--config", "missing.toml"], "missing.toml does not exist"),
-    (["--dataset", "mnist", "--data-dir", "no/such/dir"], "no/such/dir"),
-    (["--activation", "gelu"], "unknown activation 'gelu'"),
-]
-
-
-@pytest.mark.parametrize("flags,message", BAD_INPUTS, ids=[" ".join(f) for f, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_exit_2_nothing_written(flags, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    code = main(["run", "--model", "lenet-tiny", *TINY, *flags, "--out", str(tmp_path / "runs")])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_bad_flag_through_the_real_entry_point_has_no_traceback(tmp_path):
