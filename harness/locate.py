@@ -1,7 +1,7 @@
 """Where dataset files are: the roots searched, the standard layouts inside them, and the errors.
 
-Search order: ``--data-dir``, ``$HARNESS_DATA_DIR``, ``./data``; inside each root the root itself
-and the torchvision/Debian layouts; plus Debian's system folder for Fashion-MNIST.
+Search order: ``--data-dir`` alone when given; else ``$HARNESS_DATA_DIR``, ``./data`` and Debian's
+system folder for Fashion-MNIST. Inside each root: the root itself and the torchvision/Debian layouts.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ FILE_KIND = {"mnist": "the IDX files", "fashion-mnist": "the IDX files",
              "cifar10": "cifar-10-batches-py or cifar-10-batches-bin"}
 
 def data_roots(data_dir: str | Path | None = None) -> list[Path]:
-    """The roots searched, in order: ``data_dir``, ``$HARNESS_DATA_DIR``, ``./data``.
+    """The roots searched: ``data_dir`` alone when given, else ``$HARNESS_DATA_DIR`` then ``./data``.
+
+    An explicit ``--data-dir`` is the only place looked at: a broken dataset there is
+    reported, never silently replaced by another copy found elsewhere.
 
     Raises:
         DataError: ``data_dir`` was given but is not an existing folder.
@@ -40,7 +43,7 @@ def data_roots(data_dir: str | Path | None = None) -> list[Path]:
         if not explicit.is_dir():
             raise DataError(f"data dir {explicit} does not exist (or is not a folder); "
                             "create it or point --data-dir at the folder holding the dataset")
-        roots.append(explicit)
+        return [explicit]
     if os.environ.get("HARNESS_DATA_DIR"):
         roots.append(Path(os.environ["HARNESS_DATA_DIR"]).expanduser())
     roots.append(Path.cwd() / "data")
@@ -76,7 +79,8 @@ def search_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path 
         raise DataError(f"dataset {name!r} has no files to find; only {', '.join(LAYOUTS)} do")
     folders = [root / sub for root in data_roots(data_dir) for sub in LAYOUTS[name]]
     tried = []
-    for folder in folders + list(SYSTEM_FOLDERS.get(name, ())):
+    system = list(SYSTEM_FOLDERS.get(name, ())) if data_dir is None else []
+    for folder in folders + system:
         missing = _missing_files(name, folder) if folder.is_dir() else None
         if missing == []:
             return folder, tried + [str(folder)]
