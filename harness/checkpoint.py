@@ -87,6 +87,8 @@ def read_checkpoint(path: Path, spec: ModelSpec, config_hash: str) -> Checkpoint
         meta = json.loads(arrays.pop("meta").tobytes().decode())
         position = Position(**meta["position"])
         saved_hash = meta["config_hash"]
+        if not isinstance(saved_hash, str):
+            raise TypeError(f"config_hash is a {type(saved_hash).__name__}")
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise HarnessError(f"checkpoint {path} has no valid record of its position ({error}); "
                            "start the run again") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -133,7 +134,9 @@ def build_config(settings: dict) -> RunConfig:
     """
     unknown = sorted(set(settings) - set(valid_keys()))
     if unknown:
-        raise HarnessError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid_keys())}")
+        # repr for names with control characters: the message must stay one line.
+        names = ", ".join(key if key.isprintable() else repr(key) for key in unknown)
+        raise HarnessError(f"unknown setting(s) {names}; valid settings: {', '.join(valid_keys())}")
     parts = {}
     for section, cls in SECTIONS.items():
         kwargs = {f.name: _coerce(f.name, settings[f.name], str(f.type))
@@ -153,6 +156,13 @@ def _require(ok: bool, message: str) -> None:
 def validate(config: RunConfig) -> None:
     """Range checks on the values; names of models/datasets are checked where they are used."""
     t, d = config.train, config.data
+    # NaN and inf slip past unchecked or open-ended bounds (min_lr, eps, weight_decay, the div factors).
+    odd = [f"{f.name}={getattr(t, f.name)}" for f in fields(t)
+           if isinstance(getattr(t, f.name), float) and not math.isfinite(getattr(t, f.name))]
+    _require(not odd, f"{', '.join(odd)}: settings must be finite numbers")
+    _require(t.min_lr >= 0, f"min_lr={t.min_lr} is negative; expected >= 0")
+    # numpy's generators refuse negative seeds, torch.manual_seed those above 2**64 - 1.
+    _require(0 <= t.seed < 2**64, f"seed={t.seed} is out of range; expected 0..2**64-1")
     _require(1 <= t.epochs <= 10_000, f"epochs={t.epochs} is out of range; expected 1..10000")
     _require(1 <= t.batch_size <= 65_536, f"batch_size={t.batch_size} is out of range; expected 1..65536")
     _require(0 < t.learning_rate <= 10, f"learning_rate={t.learning_rate} is out of range; expected 0 < lr <= 10")
@@ -183,7 +193,8 @@ def read_settings_file(path: Path) -> dict:
             settings = tomllib.load(handle)
     except FileNotFoundError:
         raise HarnessError(f"config file {path} does not exist; pass the path of a .toml file") from None
-    except (OSError, tomllib.TOMLDecodeError) as error:
+    # tomllib lets UnicodeDecodeError (a ValueError) escape for bytes that are not UTF-8.
+    except (OSError, ValueError) as error:
         raise HarnessError(f"cannot read config file {path}: {error}; expected flat TOML keys") from None
     settings.pop("about", None)  # recipes describe their tutorial there; not a setting
     return settings
@@ -202,12 +213,32 @@ def read_recipe(name: str) -> dict:
 
 
 def config_from_dict(nested: dict) -> RunConfig:
-    """Inverse of ``config.to_dict()``."""
+    """Inverse of ``config.to_dict()``.
+
+    Raises:
+        HarnessError: ``nested`` or one of its sections is not a dict, or ``build_config`` refuses the settings.
+    """
+    # The dict comes from a file (config.json): check its layout before walking it.
+    if not isinstance(nested, dict):
+        raise HarnessError(f"settings should be a dict of sections ({', '.join(SECTIONS)}), "
+                           f"got a {type(nested).__name__}")
+    broken = [name for name in SECTIONS if not isinstance(nested.get(name, {}), dict)]
+    if broken:
+        raise HarnessError(f"settings section(s) {', '.join(broken)} should be dicts of settings, got "
+                           f"{', '.join(type(nested[name]).__name__ for name in broken)}")
     flat = {k: v for section in SECTIONS for k, v in nested.get(section, {}).items()}
     flat.update({k: nested[k] for k in TOP_LEVEL if k in nested})
     return build_config(flat)
 
 
 def config_from_json(text: str) -> RunConfig:
-    """Inverse of ``json.dumps(config.to_dict())``."""
-    return config_from_dict(json.loads(text))
+    """Inverse of ``json.dumps(config.to_dict())``.
+
+    Raises:
+        HarnessError: ``text`` is not JSON, or ``config_from_dict`` refuses it.
+    """
+    try:
+        nested = json.loads(text)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, or nesting deeper than the parser's stack
+        raise HarnessError(f"settings are not valid JSON ({error}); expected json.dumps(config.to_dict())") from None
+    return config_from_dict(nested)

@@ -11,6 +11,7 @@ in accuracy within a band.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from .weights import load_weights
 REFERENCE_IMAGES_BIG_MODEL = 512  # float64 numpy VGG11 is slow: a fixed subset suffices as a referee
 BIG_MODEL_PARAMS = 1_000_000
 DIVERGENCE_IMAGES = 8
+PREDICTION_KEYS = ("labels", "logits_native", "logits_onnx")  # what the runner writes to predictions.npz
 
 
 @dataclass
@@ -44,6 +46,7 @@ class LoadedRun:
     config: RunConfig
     weights: dict[str, np.ndarray]
     predictions: dict[str, np.ndarray]
+    metrics: pd.DataFrame  # metrics.csv, read up front so a broken file fails before any evaluation
 
 
 def load_run(run_dir: Path, spec: ModelSpec) -> LoadedRun:
@@ -53,9 +56,21 @@ def load_run(run_dir: Path, spec: ModelSpec) -> LoadedRun:
     try:
         with np.load(run_dir / "predictions.npz", allow_pickle=False) as archive:
             predictions = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError) as error:
+    # As in load_weights: a bare .npy is no context manager (TypeError), a truncated zip a BadZipFile.
+    except (OSError, ValueError, EOFError, TypeError, zipfile.BadZipFile) as error:
         raise HarnessError(f"{run_dir}/predictions.npz is unreadable ({error}); re-run with --fresh") from None
-    return LoadedRun(run_dir, info, config, weights, predictions)
+    # np.load hands a zip member that is not a .npy (e.g. a torch.save'd data.pkl) back as raw bytes.
+    missing = [key for key in PREDICTION_KEYS if not isinstance(predictions.get(key), np.ndarray)]
+    if missing:
+        raise HarnessError(f"{run_dir}/predictions.npz lacks the array(s) {', '.join(missing)}; "
+                           "re-run with --fresh")
+    try:
+        metrics = pd.read_csv(run_dir / "metrics.csv")
+    # pandas' ParserError and EmptyDataError, and UnicodeDecodeError for binary bytes, are ValueErrors.
+    except (OSError, ValueError) as error:
+        message = " ".join(str(error).split())
+        raise HarnessError(f"{run_dir}/metrics.csv is unreadable ({message}); re-run with --fresh") from None
+    return LoadedRun(run_dir, info, config, weights, predictions, metrics)
 
 
 @dataclass
@@ -158,8 +173,7 @@ def _graph_rows(name: str, run: LoadedRun) -> list[dict]:
 
 
 def _curve_rows(name: str, run: LoadedRun) -> pd.DataFrame:
-    frame = pd.read_csv(run.run_dir / "metrics.csv")
-    return frame.assign(backend=name, run_id=run.info["run_id"])
+    return run.metrics.assign(backend=name, run_id=run.info["run_id"])
 
 
 def evaluate(spec: ModelSpec, dataset: Dataset, runs: dict[str, LoadedRun | str]) -> tuple[dict, dict]:

@@ -87,9 +87,12 @@ def read_run_info(run_dir: Path) -> dict:
     if not run_dir.is_dir():
         raise HarnessError(f"run folder {run_dir} does not exist; pass a folder written by `harness run`")
     try:
-        return json.loads((run_dir / "run.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as error:  # ValueError: bad JSON, and bytes that are not UTF-8
         raise HarnessError(f"{run_dir}/run.json is missing or corrupt ({error}); re-run or delete {run_dir}") from None
+    if not isinstance(info, dict):
+        raise HarnessError(f"{run_dir}/run.json holds a {type(info).__name__}, not a JSON object; re-run or delete {run_dir}")
+    return info
 
 
 def read_run_config(run_dir: Path) -> RunConfig:
@@ -97,7 +100,7 @@ def read_run_config(run_dir: Path) -> RunConfig:
     try:
         saved = json.loads((Path(run_dir) / "config.json").read_text())
         config, saved_hash = config_from_dict(saved["config"]), saved["config_hash"]
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+    except (OSError, KeyError, TypeError, ValueError) as error:  # ValueError: bad JSON or not UTF-8
         raise HarnessError(f"{run_dir}/config.json is missing or corrupt ({error}); re-run it") from None
     if saved_hash != config.config_hash:
         raise HarnessError(f"{run_dir}/config.json was edited: its settings hash to {config.config_hash[:12]}, "
@@ -111,8 +114,8 @@ def completed_runs(out: Path) -> list[tuple[Path, dict]]:
     for run_json in sorted(Path(out).glob("*/run.json")):
         try:
             info = json.loads(run_json.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             continue  # a folder being written or broken: never reused
-        if info.get("status") == "completed" and all((run_json.parent / f).exists() for f in REQUIRED_FILES):
+        if isinstance(info, dict) and info.get("status") == "completed" and all((run_json.parent / f).exists() for f in REQUIRED_FILES):
             found.append((run_json.parent, info))
     return found

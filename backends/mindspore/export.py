@@ -42,14 +42,33 @@ def save_checkpoint(model: MsModel, path: Path) -> None:
     _write_exact(path, ".ckpt", lambda name: ms.save_checkpoint(model.net, name))
 
 
+def _parse_checkpoint(file: Path, shown: Path) -> dict:
+    """ms.load_checkpoint of ``file``, a HarnessError naming ``shown`` (the user's file) if it fails."""
+    try:
+        return ms.load_checkpoint(str(file), format="ckpt")
+    # MindSpore raises ValueError for an unparsable or empty file, naming the (maybe temporary) file it read.
+    except (OSError, ValueError, RuntimeError, TypeError) as error:
+        reason = " ".join(str(error).replace(str(file), str(shown)).split()) or "no reason given"
+        raise HarnessError(f"cannot load {shown} as a MindSpore checkpoint ({type(error).__name__}: {reason}); "
+                           "expected a model.ckpt written by harness run") from None
+
+
 def _read_checkpoint(path: Path) -> dict:
-    """ms.load_checkpoint of any file name (it insists on a name ending in .ckpt)."""
+    """ms.load_checkpoint of any file name (it insists on a name ending in .ckpt).
+
+    Raises:
+        HarnessError: the file is missing or not a MindSpore checkpoint.
+    """
     if path.suffix == ".ckpt":
-        return ms.load_checkpoint(str(path), format="ckpt")
+        return _parse_checkpoint(path, path)
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "model.ckpt"
-        shutil.copyfile(path, copy)
-        return ms.load_checkpoint(str(copy), format="ckpt")
+        try:
+            shutil.copyfile(path, copy)
+        except OSError as error:
+            raise HarnessError(f"cannot read {path} ({error.strerror or error}); "
+                               "expected a model.ckpt written by harness run") from None
+        return _parse_checkpoint(copy, path)
 
 
 def load_checkpoint(model: MsModel, path: Path) -> None:
@@ -65,7 +84,11 @@ def load_checkpoint(model: MsModel, path: Path) -> None:
     if missing or unexpected:
         raise HarnessError(f"{path} does not hold {model.spec.name}'s weights: missing {missing[:5]}, "
                            f"unexpected {unexpected[:5]}; it was written for another model: pass the matching --model")
-    not_loaded, _ = ms.load_param_into_net(model.net, params, strict_load=True)
+    try:
+        not_loaded, _ = ms.load_param_into_net(model.net, params, strict_load=True)
+    except (RuntimeError, ValueError, TypeError) as error:  # e.g. same names, other shapes (another --model)
+        raise HarnessError(f"{path} does not hold {model.spec.name}'s weights ({type(error).__name__}: "
+                           f"{' '.join(str(error).split())[:300]}); pass the matching --model") from None
     if not_loaded:
         raise HarnessError(f"{path}: could not load {not_loaded[:5]} into {model.spec.name}")
 

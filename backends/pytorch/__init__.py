@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from harness.config import TrainConfig
-from harness.errors import BackendUnavailable
+from harness.errors import BackendUnavailable, HarnessError
 from harness.spec import ModelSpec
 
 from . import build as _build
@@ -17,6 +18,13 @@ from .export import export_onnx as _export_onnx
 from .step import TorchTrainer
 
 _PREFERENCE = ("npu", "cuda", "cpu")  # what `auto` picks first
+
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+    """``Type: message`` on one line (the CLI prints one line per error), cut at ``limit`` characters."""
+    message = " ".join(str(error).split())
+    message = message if len(message) <= limit else message[:limit] + "..."
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _npu_available() -> bool:
@@ -100,8 +108,20 @@ class PyTorchBackend:
 
     def load(self, spec: ModelSpec, path: Path, device: str) -> _build.TorchModel:
         model = self.build(spec, device)
-        # weights_only: a .pt is a pickle; only tensors and plain containers may come out of it.
-        model.module.load_state_dict(torch.load(path, map_location=device, weights_only=True), strict=True)
+        expected = "expected a model.pt written by harness run"
+        try:
+            # weights_only: a .pt is a pickle; only tensors and plain containers may come out of it.
+            state = torch.load(path, map_location=device, weights_only=True)
+        except pickle.UnpicklingError:  # weights_only refused a global: the file would have run code
+            raise HarnessError(f"refusing to load {path}: it holds pickled objects other than tensors; "
+                               f"{expected}") from None
+        except Exception as error:  # noqa: BLE001 - torch.load reports corrupt files as many unrelated types
+            raise HarnessError(f"cannot load {path} ({_one_line(error)}); {expected}") from None
+        try:
+            model.module.load_state_dict(state, strict=True)
+        except (RuntimeError, TypeError, AttributeError, KeyError, ValueError) as error:  # not this model's state
+            raise HarnessError(f"{path} does not hold {spec.name}'s weights ({_one_line(error)}); "
+                               f"{expected} with the matching --model") from None
         return model
 
     def export_onnx(self, model, path: Path, batch_size: int | None = None) -> Path:
