@@ -32,10 +32,14 @@ def _config(backend: str, model: str = "lenet5", **extra):
     return build_config(settings)
 
 
+def _harness(*args: str) -> subprocess.Popen:
+    # Separate processes, as users run them: nothing process-wide (thread counts) leaks in from other tests.
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 def _start(backend: str, out: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "harness", "run", "--backend", backend, *SETTINGS,
-               "--checkpoint-every", "5", "--out", str(out)]
-    return subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return _harness("run", "--backend", backend, *SETTINGS, "--checkpoint-every", "5", "--out", str(out))
 
 
 def _checkpoint_step(run_dir: Path) -> int:
@@ -54,7 +58,8 @@ def _first_checkpoint(process: subprocess.Popen, out: Path, timeout: float = 120
     pytest.fail(f"no checkpoint appeared; exit {process.poll()}: {process.communicate()[1][-500:]}")
 
 
-def test_sigkill_mid_epoch_then_resume_gives_byte_identical_weights(backend_name, tmp_path, capsys):
+def test_sigkill_mid_epoch_then_resume_gives_byte_identical_weights(backend_name, tmp_path):
+    straight_run = _harness("run", "--backend", backend_name, *SETTINGS, "--out", str(tmp_path / "straight"))
     process = _start(backend_name, tmp_path / "killed")
     run_dir = _first_checkpoint(process, tmp_path / "killed")
     process.send_signal(signal.SIGKILL)
@@ -62,8 +67,8 @@ def test_sigkill_mid_epoch_then_resume_gives_byte_identical_weights(backend_name
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # died without a word
     assert 5 <= _checkpoint_step(run_dir) < 32 and not (run_dir / "weights.npz").exists()
 
-    assert main(["run", "--resume", str(run_dir), "--quiet"]) == 0, capsys.readouterr().err
-    assert main(["run", "--backend", backend_name, *SETTINGS, "--out", str(tmp_path / "straight")]) == 0
+    resumed = _harness("run", "--resume", str(run_dir), "--quiet")
+    assert resumed.wait() == 0 and straight_run.wait() == 0, resumed.communicate()[1] + straight_run.communicate()[1]
     (straight,) = (tmp_path / "straight").iterdir()
     assert (run_dir / "weights.npz").read_bytes() == (straight / "weights.npz").read_bytes()
     info = json.loads((run_dir / "run.json").read_text())
