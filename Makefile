@@ -20,7 +20,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) benchmarks/bench_training.py
+	$(PY) -m harness bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -73,7 +73,9 @@ def iterate_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, ep
     fill_values = np.broadcast_to(np.asarray(fill if augment else 0, np.float32), (x.shape[1],))
     for start in range(0, len(x), batch_size):
         picked = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
-        # Copies: a consumer that edits its batch in place cannot reach the dataset.
-        xb, yb = np.array(x[picked], np.float32, order="C"), np.array(y[picked], np.int64)
+        # Own copies, so a consumer that edits its batch in place cannot reach the dataset: fancy indexing
+        # (the shuffled case) already made one, a slice is a view and is copied here; never both.
+        copy = True if order is None else None
+        xb, yb = np.array(x[picked], np.float32, order="C", copy=copy), np.array(y[picked], np.int64, copy=copy)
         yield (random_crop_flip(xb, rng, fill_values) if augment else xb), yb
 

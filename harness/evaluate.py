@@ -161,7 +161,8 @@ def _run_row(name: str, run: LoadedRun | str) -> dict:
     if isinstance(run, str):
         return {"backend": name, "status": "error", "error": run}
     keys = ("run_id", "backend", "device", "model", "dataset", "num_params", "epochs", "train_loss",
-            "test_accuracy", "onnx_test_accuracy", "train_seconds", "images_per_s", "status")
+            "test_accuracy", "onnx_test_accuracy", "train_seconds", "images_per_s", "infer_native_images_per_s",
+            "infer_onnx_images_per_s", "status")
     return {**{k: run.info.get(k) for k in keys}, "versions": json.dumps(run.info.get("versions", {}))}
 
 

@@ -22,7 +22,7 @@ from .runs import atomic_path, write_text
 PROVENANCE = ["config_hash", "harness_version", "generated_at"]
 COLUMNS: dict[str, list[str]] = {name: columns.split() for name, columns in {
     "runs": "run_id backend device model dataset num_params epochs train_loss test_accuracy onnx_test_accuracy "
-            "train_seconds images_per_s versions status error",
+            "train_seconds images_per_s infer_native_images_per_s infer_onnx_images_per_s versions status error",
     "agreement": "model dataset kind evaluator_a evaluator_b n max_abs mean_abs p99_abs max_rel cosine top1_agree "
                  "flipped atol rtol accuracy_a accuracy_b accuracy_delta delta_ci_low delta_ci_high mcnemar_b01 "
                  "mcnemar_b10 mcnemar_p first_divergent_layer passed status error",

@@ -27,7 +27,7 @@ from .errors import HarnessError, RunInterrupted
 from .loop import Checkpointing, TrainResult, train
 from .metrics import accuracy
 from .models import MODELS, build_model
-from .onnxcheck import run_onnx
+from .onnxcheck import run_session, session
 from .runs import atomic_path, create_run_dir, read_run_config, read_run_info, write_json
 from .spec import ModelSpec
 from .weights import init_weights, save_weights
@@ -62,14 +62,31 @@ def _write_metrics(path: Path, result: TrainResult) -> None:
 
 
 def _export_and_check(backend, model, run_dir: Path, dataset: Dataset, native: np.ndarray) -> dict:
+    """Export to ONNX, run it on the test set, save both predictions; time both inferences for the report.
+
+    Both run the whole test set at the loop's evaluation batch size, each after a warm-up (native: the
+    loop's own evaluation compiled and cached it; ONNX Runtime: one batch first), so their images/s compare.
+    """
+    from .loop import EVAL_BATCH_SIZE  # imported here: this function is its only user in this module
+
     onnx_path = run_dir / "model.onnx"
     with atomic_path(onnx_path) as tmp:
         backend.export_onnx(model, tmp)
-    onnx_logits = run_onnx(onnx_path, dataset.test_x)
+    ort_session = session(onnx_path)
+    run_session(ort_session, dataset.test_x[:EVAL_BATCH_SIZE], EVAL_BATCH_SIZE)  # warm-up: first-run allocations
+    started = time.perf_counter()
+    onnx_logits = run_session(ort_session, dataset.test_x, EVAL_BATCH_SIZE)
+    onnx_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    backend.predict(model, dataset.test_x, EVAL_BATCH_SIZE)
+    native_seconds = time.perf_counter() - started
     with atomic_path(run_dir / "predictions.npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, labels=dataset.test_y, logits_native=native, logits_onnx=onnx_logits)
+    count = len(dataset.test_y)
     return {"onnx_test_accuracy": accuracy(onnx_logits, dataset.test_y),
-            "onnx_max_abs_diff": float(np.abs(onnx_logits - native).max())}
+            "onnx_max_abs_diff": float(np.abs(onnx_logits - native).max()),
+            "infer_native_images_per_s": count / max(native_seconds, 1e-9),
+            "infer_onnx_images_per_s": count / max(onnx_seconds, 1e-9)}
 
 
 def _start_info(config: RunConfig, backend, device: str, spec: ModelSpec, dataset: Dataset, run_dir: Path) -> dict:
@@ -90,6 +107,13 @@ def _write_artefacts(backend, model, run_dir: Path, dataset: Dataset, result: Tr
     return _export_and_check(backend, model, run_dir, dataset, result.test_logits)
 
 
+def _mark_stopped(run_dir: Path, info: dict, error: BaseException) -> None:
+    """Record in run.json why the run stopped before completing."""
+    info.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+                error=f"{type(error).__name__}: {error}")
+    write_json(run_dir / "run.json", info)
+
+
 def _train_and_write(config: RunConfig, run_dir: Path, info: dict, dataset: Dataset, model, spec: ModelSpec,
                      quiet: bool, checkpoint_every: int, resume: Checkpoint | None) -> RunOutcome:
     """Train (or continue), write the artefacts, and keep run.json's status true at every moment."""
@@ -99,9 +123,7 @@ def _train_and_write(config: RunConfig, run_dir: Path, info: dict, dataset: Data
         result = train(backend, model, spec, dataset, config, quiet=quiet, saving=saving, resume=resume)
         info.update(_write_artefacts(backend, model, run_dir, dataset, result))
     except BaseException as error:
-        info.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
-                    error=f"{type(error).__name__}: {error}")
-        write_json(run_dir / "run.json", info)
+        _mark_stopped(run_dir, info, error)
         if isinstance(error, RunInterrupted):
             raise RunInterrupted(f"{error}; continue with: harness run --resume {run_dir}") from None
         raise
@@ -143,8 +165,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: b
         model = backend.build(spec, device)
         backend.set_weights(model, init_weights(spec, config.train.seed))
     except BaseException as error:
-        info.update(status="failed", error=f"{type(error).__name__}: {error}")
-        write_json(run_dir / "run.json", info)
+        _mark_stopped(run_dir, info, error)
         raise
     return _train_and_write(config, run_dir, info, dataset, model, spec, quiet, checkpoint_every, None)
 

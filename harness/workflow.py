@@ -75,14 +75,25 @@ def check_comparable(run_dirs: list[Path]) -> RunConfig:
     return configs[0]
 
 
+# speed.csv's phases and the run.json field each one's images/s comes from (older runs lack the inference ones).
+SPEED_PHASES = {"train": "images_per_s", "infer-native": "infer_native_images_per_s",
+                "infer-onnxruntime": "infer_onnx_images_per_s"}
+
+
 def _speed_table(tables: dict) -> pd.DataFrame:
+    """One row per backend and phase with images/s and the ratio to PyTorch's in the same phase."""
     runs = tables["runs"]
-    if runs.empty or "images_per_s" not in runs or runs["images_per_s"].isna().all():
-        return pd.DataFrame()
-    base = runs.loc[runs.backend == "pytorch", "images_per_s"]
-    reference_speed = float(base.iloc[0]) if len(base) and pd.notna(base.iloc[0]) else float("nan")
-    speed = runs[["backend", "model", "images_per_s"]].dropna().assign(phase="train")
-    return speed.assign(ratio_to_pytorch=speed.images_per_s / reference_speed)
+    frames = []
+    for phase, column in SPEED_PHASES.items():
+        if runs.empty or column not in runs:
+            continue
+        speed = runs[["backend", "model", column]].rename(columns={column: "images_per_s"})
+        speed = speed.assign(images_per_s=pd.to_numeric(speed.images_per_s, errors="coerce")).dropna()
+        base = speed.loc[speed.backend == "pytorch", "images_per_s"]
+        reference = float(base.iloc[0]) if len(base) else float("nan")
+        frames.append(speed.assign(phase=phase, ratio_to_pytorch=speed.images_per_s / reference))
+    frames = [frame for frame in frames if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def build_report(config: RunConfig, runs: dict[str, Path | str], data_dir: Path | None) -> Report:
