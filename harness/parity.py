@@ -12,6 +12,11 @@ rounding grows over thousands of steps). Two modes separate them:
 Dropout layers are removed for parity (their masks cannot match across frameworks).
 Per-parameter gradients come from any backend through the protocol: one plain SGD
 step with learning rate lr from weights W gives W1 = W - lr*grad.
+
+Every gradient, update and trajectory is also computed in float64 by the harness
+(``parity_reference``), with and without the decisions float32 cannot make: each row
+reports both sides' distance from float64 (``rel64_a``, ``rel64_b``) and float32's
+``spread``, and passes when ``rel <= budget + spread_factor * spread`` (``allowed``).
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import reference
+from . import parity_reference, reference
 from .backend import Backend, get_backend
 from .compare import first_divergent_layer
+from .parity_rows import adam_rows, float64_columns, gradient_scales, relative, weight_rows
 from .config import RunConfig, TrainConfig
 from .data import Dataset, steps_per_epoch
 from .schedule import decayed_names, learning_rates
@@ -32,7 +38,6 @@ from .tolerances import tolerance, value
 from .weights import init_weights
 
 DIVERGENCE_BATCH = 16
-TENSOR_FLOOR = 0.1  # see _scale
 
 
 def parity_spec(spec: ModelSpec) -> ModelSpec:
@@ -50,10 +55,6 @@ class Side:
     trainer: Any = None
 
 
-def _relative(diff: float, scale: float) -> float:
-    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-
-
 def _batches(dataset: Dataset, config: RunConfig, steps: int) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
     t = config.train
     per_epoch = steps_per_epoch(len(dataset.train_y), t.batch_size)
@@ -68,54 +69,34 @@ def _batches(dataset: Dataset, config: RunConfig, steps: int) -> Iterator[tuple[
         epoch += 1
 
 
-def _scale(tensors: dict[str, np.ndarray], names) -> dict[str, float]:
-    """Per tensor, the size a difference is measured against: its own largest value, but at least
-    ``TENSOR_FLOOR`` of the model's largest, so a tensor whose true value is ~0 (a conv bias before
-    BatchNorm has a zero gradient) is not judged by its rounding noise alone."""
-    largest = {n: float(np.abs(tensors[n]).max()) for n in names}
-    model_max = max(largest.values(), default=0.0)
-    return {n: max(v, TENSOR_FLOOR * model_max) for n, v in largest.items()}
-
-
-def _weight_rows(mode: str, step: int, before, wa, wb, spec: ModelSpec) -> list[dict]:
-    """Per-tensor differences; for synchronised mode the updates (w - before) are compared.
-
-    Weights are stored in float32, so two correct frameworks may round the new weight
-    one unit in the last place (ulp) apart; the update comparison discounts that one
-    ulp (``rel``) and reports it (``max_ulps``), else a tiny update's rounding of a
-    large weight would read as a large relative difference.
-    """
-    names = list(spec.param_shapes())
-    ours = {n: wa[n].astype(np.float64) - (before[n] if before is not None else 0.0) for n in names}
-    scale = _scale(ours, names)
-    rows = []
-    for name in names:
-        new_a, new_b = wa[name].astype(np.float64), wb[name].astype(np.float64)
-        ulp = np.spacing(np.maximum(np.abs(wa[name]), np.abs(wb[name])).astype(np.float32)).astype(np.float64)
-        a = ours[name]
-        b = new_b - before[name] if before is not None else new_b
-        gap = np.abs(a - b)
-        excess = np.maximum(gap - ulp, 0.0) if before is not None else gap
-        norm = np.linalg.norm(a) * np.linalg.norm(b)
-        rows.append({"mode": mode, "step": step, "param": name, "max_abs": float(gap.max()),
-                     "max_ulps": float((np.abs(new_a - new_b) / ulp).max()),
-                     "rel": _relative(float(excess.max()), scale[name]),
-                     "cosine": float((a * b).sum() / norm) if norm else float("nan")})
-    return rows
+def _loss_explained(spec: ModelSpec, before: tuple[dict, dict], x: np.ndarray, y: np.ndarray, gap: float) -> float:
+    """How far apart the two sides' losses on this batch may be, given their weights before the step:
+    a loss gap the weights imply is their drift (judged per tensor), not a fault. Only evaluated when
+    ``gap`` exceeds the budget (else 0: nothing to explain)."""
+    wa, wb = before
+    if gap <= value("lockstep", "loss_abs") or all(np.array_equal(wa[name], wb[name]) for name in wa):
+        return 0.0
+    return abs(parity_reference.batch_loss(spec, wa, x, y) - parity_reference.batch_loss(spec, wb, x, y))
 
 
 def lockstep(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: RunConfig, steps: int,
              weights: dict) -> list[dict]:
-    """K steps side by side from the same weights; rows per step and tensor."""
+    """K steps side by side from the same weights, with the two reference trajectories; rows per step and tensor."""
     rows = []
+    decay = decayed_names(spec, config.train.decay_scope)
     for side in (a, b):
         side.backend.set_weights(side.model, weights)
-        side.trainer = side.backend.make_trainer(side.model, config.train, decayed_names(spec, config.train.decay_scope))
+        side.trainer = side.backend.make_trainer(side.model, config.train, decay)
+    ref, before = parity_reference.LockstepReference(spec, config.train, decay, weights), (weights, weights)
     for step, (xb, yb, lr) in enumerate(_batches(dataset, config, steps), start=1):
         loss_a, loss_b = a.trainer.step(xb, yb, lr), b.trainer.step(xb, yb, lr)
+        ref.step(xb, yb, lr)
+        explained = _loss_explained(spec, before, xb, yb, abs(loss_a - loss_b))
         wa, wb = a.backend.get_weights(a.model), b.backend.get_weights(b.model)
-        for row in _weight_rows("lockstep", step, None, wa, wb, spec):
-            rows.append({**row, "loss_a": loss_a, "loss_b": loss_b, "loss_diff": abs(loss_a - loss_b)})
+        for row in weight_rows("lockstep", step, None, wa, wb, spec, ref.exact.weights, ref.flipped.weights):
+            rows.append({**row, "loss_a": loss_a, "loss_b": loss_b, "loss_diff": abs(loss_a - loss_b),
+                         "loss_explained": explained, "undecided": ref.undecided})
+        before = (wa, wb)
     return rows
 
 
@@ -132,41 +113,18 @@ def synchronised(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: Ru
             side.backend.set_weights(side.model, weights)
             side.trainer.load_state(state)
             losses.append(side.trainer.step(xb, yb, lr))
+        exact, flipped, grads = parity_reference.synchronised_step(spec, config.train, decay, weights, state,
+                                                                   xb, yb, lr)
         wa, wb = a.backend.get_weights(a.model), b.backend.get_weights(b.model)
         state_a = a.trainer.state()
         if config.train.optimizer == "sgd":
-            step_rows = _weight_rows("synchronised", step, weights, wa, wb, spec)
+            step_rows = weight_rows("synchronised", step, weights, wa, wb, spec, exact.weights, flipped.weights)
         else:
-            step_rows = _adam_rows(step, weights, wa, wb, state_a, b.trainer.state(), config.train, lr, decay, spec)
-        rows += [{**row, "loss_a": losses[0], "loss_b": losses[1], "loss_diff": abs(losses[0] - losses[1])}
-                 for row in step_rows]
+            step_rows = adam_rows(step, weights, wa, wb, state_a, b.trainer.state(), config.train, lr, decay, spec,
+                                  (exact, flipped))
+        rows += [{**row, "loss_a": losses[0], "loss_b": losses[1], "loss_diff": abs(losses[0] - losses[1]),
+                  "undecided": grads.undecided} for row in step_rows]
         weights, state = wa, state_a
-    return rows
-
-
-def _adam_rows(step: int, before: dict, wa: dict, wb: dict, state_a: dict, state_b: dict, train: TrainConfig,
-               lr: float, decay: set[str], spec: ModelSpec) -> list[dict]:
-    """Adam's update divides by sqrt(v)+eps, so where |g| is near eps a gradient rounding difference
-    becomes a large update difference: comparing the two updates would judge that conditioning, not
-    the port. Instead judge the two parts apart: the moments (linear and quadratic in the gradient)
-    against each other, and b's update against torch's formula applied to b's own moments."""
-    t = float(state_b["step"])
-    bias1, bias2_sqrt = 1 - train.beta1 ** t, np.sqrt(1 - train.beta2 ** t)
-    expected = dict(wa)  # BatchNorm statistics are not Adam's: compared to a directly
-    for name in spec.trainable_names():
-        start = before[name].astype(np.float64)
-        if train.optimizer == "adamw" and name in decay:
-            start = start * (1 - lr * train.weight_decay)
-        m, v = state_b[f"{name}.exp_avg"].astype(np.float64), state_b[f"{name}.exp_avg_sq"].astype(np.float64)
-        expected[name] = start - lr / bias1 * m / (np.sqrt(v) / bias2_sqrt + train.eps)
-    rows = _weight_rows("synchronised", step, before, expected, wb, spec)
-    for slot in ("exp_avg", "exp_avg_sq"):
-        keys = [f"{n}.{slot}" for n in spec.trainable_names()]
-        scale = _scale(state_a, keys)
-        for key in keys:
-            diff = float(np.abs(state_a[key].astype(np.float64) - state_b[key]).max())
-            rows.append({"mode": "synchronised", "step": step, "param": key, "max_abs": diff,
-                         "rel": _relative(diff, scale[key])})
     return rows
 
 
@@ -195,6 +153,24 @@ def gradients(side: Side, spec: ModelSpec, weights: dict, x: np.ndarray, y: np.n
     return {n: (weights[n].astype(np.float64) - after[n]) / lr for n in names}
 
 
+def _backward_rows(a: Side, b: Side, spec: ModelSpec, x: np.ndarray, y: np.ndarray, weights: dict) -> list[dict]:
+    """Per-parameter gradients of a and b against each other, with the float64 columns, loss end first."""
+    grads_a, grads_b = gradients(a, spec, weights, x, y), gradients(b, spec, weights, x, y)
+    ref = parity_reference.gradients(spec, weights, x, y)
+    budget, factor = value("step", "update_rel"), value("float32", "spread_factor")
+    names = spec.trainable_names()
+    scale = gradient_scales(ref, names)
+    rows = []
+    for name in reversed(names):  # backward order: the loss end first
+        diff = float(np.abs(grads_a[name] - grads_b[name]).max())
+        row = {"mode": "backward", "param": name, "pair": f"{a.name} vs {b.name}", "max_abs": diff,
+               "rel": relative(diff, scale[name]), "undecided": ref.undecided,
+               **float64_columns(grads_a[name], grads_b[name], ref.exact[name], ref.flipped[name], 0.0, scale[name])}
+        row["allowed"] = budget + factor * row["spread"]
+        rows.append({**row, "passed": row["rel"] <= row["allowed"]})
+    return rows
+
+
 def divergence(a: Side, b: Side, spec: ModelSpec, x: np.ndarray, y: np.ndarray, weights: dict) -> list[dict]:
     """Forward: per-layer activations of a, b and the float64 reference; backward: per-parameter gradients."""
     layer_tol, rows = tolerance("layer"), []
@@ -209,26 +185,21 @@ def divergence(a: Side, b: Side, spec: ModelSpec, x: np.ndarray, y: np.ndarray, 
         rows.append({"mode": "forward", "param": found["layer"] if found else "", "pair": f"{left} vs {right}",
                      "max_abs": found["max_abs"] if found else 0.0, "rel": found["max_rel"] if found else 0.0,
                      "passed": found is None})
-    grads_a, grads_b = gradients(a, spec, weights, x, y), gradients(b, spec, weights, x, y)
-    budget = value("step", "update_rel")
-    scale = _scale(grads_a, spec.trainable_names())
-    for name in reversed(spec.trainable_names()):  # backward order: the loss end first
-        diff = float(np.abs(grads_a[name] - grads_b[name]).max())
-        rel = _relative(diff, scale[name])
-        rows.append({"mode": "backward", "param": name, "pair": f"{a.name} vs {b.name}", "max_abs": diff,
-                     "rel": rel, "passed": rel <= budget})
-    return rows
+    return rows + _backward_rows(a, b, spec, x, y, weights)
 
 
 def judge(rows: list[dict]) -> list[dict]:
-    """Mark each step/tensor row passed or failed against the tolerance budget."""
-    update_rel, loss_abs = value("step", "update_rel"), value("step", "loss_abs")
-    weight_rel = value("lockstep", "weight_rel")
+    """Mark each step/tensor row passed or failed: within the budget plus float32's spread (``allowed``),
+    and the loss gap within its budget plus what the two sides' weights explain (lockstep)."""
+    factor = value("float32", "spread_factor")
+    budgets = {"synchronised": (value("step", "update_rel"), value("step", "loss_abs")),
+               "lockstep": (value("lockstep", "weight_rel"), value("lockstep", "loss_abs"))}
     for row in rows:
-        if row["mode"] == "synchronised":
-            row["passed"] = row["rel"] <= update_rel and row["loss_diff"] <= loss_abs
-        elif row["mode"] == "lockstep":
-            row["passed"] = row["rel"] <= weight_rel and row["loss_diff"] <= value("lockstep", "loss_abs")
+        if row["mode"] in budgets:
+            rel_budget, loss_budget = budgets[row["mode"]]
+            row["allowed"] = rel_budget + factor * row.get("spread", 0.0)
+            loss_allowed = loss_budget + row.get("loss_explained", 0.0)
+            row["passed"] = row["rel"] <= row["allowed"] and row["loss_diff"] <= loss_allowed
     return rows
 
 
@@ -243,14 +214,15 @@ def divergence_batch(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check(config: RunConfig, spec: ModelSpec, dataset: Dataset, names: list[str], steps: int,
-          modes: list[str]) -> list[dict]:
-    """Every parity check of ``harness parity``: divergence search, then each mode, judged."""
+          modes: list[str], search: bool = True) -> list[dict]:
+    """Every parity check of ``harness parity``: divergence search (unless ``search`` is off), then each
+    mode, judged."""
     spec = parity_spec(spec)
     sides = [Side(n, get_backend(n), None) for n in names]
     for side in sides:
         side.model = side.backend.build(spec, side.backend.resolve_device(config.device))
     weights = init_weights(spec, config.train.seed)
-    rows = divergence(*sides, spec, *divergence_batch(dataset), weights)
+    rows = divergence(*sides, spec, *divergence_batch(dataset), weights) if search else []
     for mode in modes:
         rows += judge(MODES[mode](*sides, spec, dataset, config, steps, weights))
     return rows

@@ -267,7 +267,8 @@ def plot_logit_diffs(logit_diffs: dict[str, np.ndarray], path: Path,
 
 
 def plot_parity(parity: pd.DataFrame, path: Path, update_rel: float, weight_rel: float) -> Path | None:
-    """Lockstep weight drift and synchronised update differences per step, worst tensor per step, log y."""
+    """Lockstep weight drift and synchronised update differences per step, worst tensor per step, log y;
+    with the float64 columns, also what that tensor was allowed (the budget plus float32's spread)."""
     steps = parity[parity["mode"].isin(["lockstep", "synchronised"])] if not parity.empty else parity
     if steps.empty:
         return None
@@ -280,7 +281,11 @@ def plot_parity(parity: pd.DataFrame, path: Path, update_rel: float, weight_rel:
         ax.semilogy(worst.index, worst["rel"].clip(lower=floor), marker=".", color="tab:purple",
                     label="worst tensor: max|diff| / max|value|" if mode == "lockstep" else "worst tensor: update rel. diff")
         ax.semilogy(worst.index, worst["loss_diff"].clip(lower=floor), marker=".", color="tab:gray", label="|loss diff|")
-        ax.axhline(weight_rel if mode == "lockstep" else update_rel, ls="--", color="tab:red", label="tolerance")
+        if "allowed" in rows:
+            worst_rows = rows.loc[rows.groupby("step")["rel"].idxmax()]
+            ax.semilogy(worst_rows["step"], worst_rows["allowed"], ls=":", color="tab:purple",
+                        label="its allowance: budget + float32 spread")
+        ax.axhline(weight_rel if mode == "lockstep" else update_rel, ls="--", color="tab:red", label="budget")
         ax.set(title=f"{mode}", xlabel="step", ylabel="difference (log)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)

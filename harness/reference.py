@@ -32,7 +32,7 @@ def _im2col(x: np.ndarray, kernel: int, stride: int) -> tuple[np.ndarray, int, i
     n, c, h, w = x.shape
     ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
     channels_first = x.transpose(1, 0, 2, 3)  # so each tap lands as (C, N, Ho, Wo)
-    cols = np.empty((c, kernel, kernel, n, ho, wo))
+    cols = np.empty((c, kernel, kernel, n, ho, wo), dtype=x.dtype)  # float32 too, for reference_grad
     for i in range(kernel):
         for j in range(kernel):
             rows = slice(i, i + stride * (ho - 1) + 1, stride)

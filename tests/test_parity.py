@@ -21,10 +21,10 @@ pytestmark = pytest.mark.parity
 SMALL = {"dataset": "synthetic", "limit_train": 64, "limit_test": 16, "batch_size": 8}
 
 
-def _check(model: str, steps: int, modes: list[str], **settings) -> list[dict]:
+def _check(model: str, steps: int, modes: list[str], search: bool = True, **settings) -> list[dict]:
     config = build_config({**SMALL, "model": model, **settings})
     spec, dataset = load_data(config, None)
-    return parity.check(config, spec, dataset, ["pytorch", "mindspore"], steps, modes)
+    return parity.check(config, spec, dataset, ["pytorch", "mindspore"], steps, modes, search)
 
 
 def _failures(rows: list[dict], mode: str | None = None) -> list[dict]:
@@ -51,8 +51,9 @@ def test_same_weights_same_logits_and_float64(both_backends, name):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_synchronised_steps_every_model(both_backends, name, optimizer):
     lr = 0.01 if optimizer == "sgd" else 1e-3
-    rows = _check(name, 2, ["synchronised"], optimizer=optimizer, learning_rate=lr)
-    assert not _failures(rows, "synchronised"), _failures(rows, "synchronised")[:3]
+    # The divergence search has its own tests (below); skipping it here keeps the VGG cases affordable.
+    rows = _check(name, 2, ["synchronised"], search=False, optimizer=optimizer, learning_rate=lr)
+    assert rows and not _failures(rows), _failures(rows)[:3]
     worst = max(r["rel"] for r in rows if r["mode"] == "synchronised")
     assert worst <= value("step", "update_rel")
 
@@ -68,11 +69,22 @@ OPTIMIZER_CASES = {
 
 @pytest.mark.parametrize("name", ["lenet5", "lenet5-lecun", "lenet-sigmoid", "mlp", "simple-cnn"])
 def test_forward_and_backward_divergence_search_passes(both_backends, name):
-    """Per-layer activations and per-parameter gradients agree (the VGGs are left to the step tests:
-    on their deep 2x2 layers a ReLU input within float32 rounding of 0 can flip, which the gate flags)."""
+    """Per-layer activations and per-parameter gradients agree (VGG11-BN, where float32 cannot decide
+    every ReLU gate, is checked in test_vgg11_bn_weight_decay_and_float32_decisions)."""
     rows = _check(name, 1, [])
     assert {r["mode"] for r in rows} == {"forward", "backward"}
     assert not _failures(rows), _failures(rows)[:3]
+
+
+def test_judge_allows_float32_spread_and_no_more():
+    budget, factor = value("step", "update_rel"), value("float32", "spread_factor")
+    spread = 0.02
+    rows = [{"mode": "synchronised", "rel": budget + factor * spread * 0.99, "spread": spread, "loss_diff": 0.0},
+            {"mode": "synchronised", "rel": budget + factor * spread * 1.01, "spread": spread, "loss_diff": 0.0},
+            {"mode": "synchronised", "rel": 2 * budget, "loss_diff": 0.0},  # no spread: the budget alone
+            {"mode": "lockstep", "rel": 0.0, "spread": 0.0, "loss_diff": 3e-4, "loss_explained": 2.5e-4},
+            {"mode": "lockstep", "rel": 0.0, "spread": 0.0, "loss_diff": 3e-4, "loss_explained": 1e-4}]
+    assert [row["passed"] for row in parity.judge(rows)] == [True, False, False, True, False]
 
 
 @pytest.mark.parametrize("case", list(OPTIMIZER_CASES))
@@ -81,10 +93,17 @@ def test_synchronised_steps_optimizer_variants(both_backends, case):
     assert not _failures(rows), _failures(rows)[:3]
 
 
-def test_weight_decay_with_batchnorm(both_backends):
+def test_vgg11_bn_weight_decay_and_float32_decisions(both_backends):
     rows = _check("vgg11-bn", 2, ["synchronised"], weight_decay=5e-4, learning_rate=0.05)
-    assert not _failures(rows, "synchronised"), _failures(rows, "synchronised")[:3]
+    assert not _failures(rows), _failures(rows)[:3]
     assert {r["param"] for r in rows if r["mode"] == "synchronised"} >= {"bn1.gamma", "bn1.mean", "bn8.var"}
+    # On this batch one ReLU input of bn5 lies within float32 rounding of 0 and MindSpore's rounding closes
+    # the gate (conv5's gradient moves ~5%); the float64 columns show it, the spread allows it.
+    backward = {r["param"]: r for r in rows if r["mode"] == "backward"}
+    undecided = [r for r in backward.values() if r["rel"] > value("step", "update_rel")]
+    assert undecided and all(r["spread"] > 0 for r in undecided)
+    assert all(r["rel"] <= r["allowed"] and min(r["rel64_a"], r["rel64_b"]) < 1e-4 for r in undecided)
+    assert all(r["spread"] == 0 for r in rows if r["param"].endswith((".mean", ".var")))
 
 
 def test_lockstep_lenet5_twenty_steps(both_backends):

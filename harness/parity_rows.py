@@ -1,0 +1,117 @@
+"""How ``harness parity`` measures one row: differences relative to a tensor's size, with float64 columns.
+
+Each row compares side a with side b for one tensor (``rel``: the largest difference
+over the tensor's scale) and, where the float64 reference ran, reports each side's
+distance from it (``rel64_a``, ``rel64_b``) and float32's ``spread`` on the same scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import TrainConfig
+from .parity_reference import Gradients
+from .spec import ModelSpec
+
+TENSOR_FLOOR = 0.1  # see scales
+CANCELLED = 1e-9  # see gradient_scales: float64 leaves ~1e-16 of the terms where a sum cancels exactly
+
+
+def relative(diff: float, scale: float) -> float:
+    """``diff / scale``; a zero scale gives 0 for no difference and inf for any."""
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+
+
+def scales(tensors: dict[str, np.ndarray], names) -> dict[str, float]:
+    """Per tensor, the size a difference is measured against: its own largest value, but at least
+    ``TENSOR_FLOOR`` of the model's largest, so a tensor whose true value is ~0 (a conv bias before
+    BatchNorm has a zero gradient) is not judged by its rounding noise alone."""
+    largest = {n: float(np.abs(tensors[n]).max()) for n in names}
+    model_max = max(largest.values(), default=0.0)
+    return {n: max(v, TENSOR_FLOOR * model_max) for n, v in largest.items()}
+
+
+def float64_columns(a: np.ndarray, b: np.ndarray, exact: np.ndarray, flipped: np.ndarray, ulp, scale: float) -> dict:
+    """Each side's distance from the float64 result (one stored ulp discounted) and float32's spread."""
+    def gap(side: np.ndarray) -> float:
+        return relative(float(np.maximum(np.abs(side.astype(np.float64) - exact) - ulp, 0.0).max()), scale)
+
+    return {"rel64_a": gap(a), "rel64_b": gap(b), "spread": relative(float(np.abs(flipped - exact).max()), scale)}
+
+
+def weight_rows(mode: str, step: int, before, wa, wb, spec: ModelSpec, exact=None, flipped=None,
+                 own=None) -> list[dict]:
+    """Per-tensor differences; for synchronised mode the updates (w - before) are compared.
+
+    Weights are stored in float32, so two correct frameworks may round the new weight
+    one unit in the last place (ulp) apart; the update comparison discounts that one
+    ulp (``rel``) and reports it (``max_ulps``), else a tiny update's rounding of a
+    large weight would read as a large relative difference. With ``exact`` and
+    ``flipped`` (float64 weights after the step) the float64 columns are added,
+    measuring ``own`` (default: ``wa`` and ``wb``) against ``exact``.
+    """
+    names = list(spec.param_shapes())
+    ours = {n: wa[n].astype(np.float64) - (before[n] if before is not None else 0.0) for n in names}
+    scale = scales(ours, names)
+    own_a, own_b = own or (wa, wb)
+    rows = []
+    for name in names:
+        new_a, new_b = wa[name].astype(np.float64), wb[name].astype(np.float64)
+        ulp = np.spacing(np.maximum(np.abs(wa[name]), np.abs(wb[name])).astype(np.float32)).astype(np.float64)
+        a = ours[name]
+        b = new_b - before[name] if before is not None else new_b
+        gap = np.abs(a - b)
+        excess = np.maximum(gap - ulp, 0.0) if before is not None else gap
+        norm = np.linalg.norm(a) * np.linalg.norm(b)
+        row = {"mode": mode, "step": step, "param": name, "max_abs": float(gap.max()),
+               "max_ulps": float((np.abs(new_a - new_b) / ulp).max()),
+               "rel": relative(float(excess.max()), scale[name]),
+               "cosine": float((a * b).sum() / norm) if norm else float("nan")}
+        if exact is not None:
+            row.update(float64_columns(own_a[name], own_b[name], exact[name], flipped[name],
+                                        ulp if before is not None else 0.0, scale[name]))
+        rows.append(row)
+    return rows
+
+
+def adam_rows(step: int, before: dict, wa: dict, wb: dict, state_a: dict, state_b: dict, train: TrainConfig,
+               lr: float, decay: set[str], spec: ModelSpec, reference: tuple) -> list[dict]:
+    """Adam's update divides by sqrt(v)+eps, so where |g| is near eps a gradient rounding difference
+    becomes a large update difference: comparing the two updates would judge that conditioning, not
+    the port. Instead judge the two parts apart: the moments (linear and quadratic in the gradient)
+    against each other, with float32's spread from ``reference`` (the exact and flipped float64
+    outcomes), and b's update against torch's formula applied to b's own moments (no spread: no
+    decision enters it). The update rows still report both sides' distance from the float64 update."""
+    exact, flipped = reference
+    t = float(state_b["step"])
+    bias1, bias2_sqrt = 1 - train.beta1 ** t, np.sqrt(1 - train.beta2 ** t)
+    expected = dict(wa)  # BatchNorm statistics are not Adam's: compared to a directly
+    for name in spec.trainable_names():
+        start = before[name].astype(np.float64)
+        if train.optimizer == "adamw" and name in decay:
+            start = start * (1 - lr * train.weight_decay)
+        m, v = state_b[f"{name}.exp_avg"].astype(np.float64), state_b[f"{name}.exp_avg_sq"].astype(np.float64)
+        expected[name] = start - lr / bias1 * m / (np.sqrt(v) / bias2_sqrt + train.eps)
+    rows = weight_rows("synchronised", step, before, expected, wb, spec, exact.weights, exact.weights, (wa, wb))
+    for slot in ("exp_avg", "exp_avg_sq"):
+        keys = [f"{n}.{slot}" for n in spec.trainable_names()]
+        scale = scales(state_a, keys)
+        for key in keys:
+            diff = float(np.abs(state_a[key].astype(np.float64) - state_b[key]).max())
+            rows.append({"mode": "synchronised", "step": step, "param": key, "max_abs": diff,
+                         "rel": relative(diff, scale[key]),
+                         **float64_columns(state_a[key], state_b[key], exact.state[key], flipped.state[key], 0.0,
+                                            scale[key])})
+    return rows
+
+
+def gradient_scales(ref: Gradients, names: list[str]) -> dict[str, float]:
+    """``scales`` of the exact gradients, except where a gradient is an exact cancellation (a conv bias
+    under train-mode BatchNorm): its float32 value is rounding of terms that sum to zero, so it is
+    measured against the size of those terms."""
+    scale = scales(ref.exact, names)
+    for name, sizes in ref.term_sizes.items():
+        largest = float(sizes.max())
+        if float(np.abs(ref.exact[name]).max()) <= CANCELLED * largest:
+            scale[name] = max(scale[name], largest)
+    return scale
