@@ -24,13 +24,13 @@ from .config import RunConfig
 from .data import Dataset, load_raw, prepare
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, read_checkpoint, write_checkpoint
 from .errors import HarnessError, RunInterrupted
-from .loop import Checkpointing, TrainResult, train
+from .loop import EVAL_BATCH_SIZE, Checkpointing, TrainResult, train
 from .metrics import accuracy
 from .models import MODELS, build_model
 from .onnxcheck import run_session, session
 from .runs import atomic_path, create_run_dir, read_run_config, read_run_info, write_json
 from .spec import ModelSpec
-from .weights import init_weights, save_weights
+from .weights import init_weights, save_arrays, save_weights
 
 
 @dataclass
@@ -67,8 +67,6 @@ def _export_and_check(backend, model, run_dir: Path, dataset: Dataset, native: n
     Both run the whole test set at the loop's evaluation batch size, each after a warm-up (native: the
     loop's own evaluation compiled and cached it; ONNX Runtime: one batch first), so their images/s compare.
     """
-    from .loop import EVAL_BATCH_SIZE  # imported here: this function is its only user in this module
-
     onnx_path = run_dir / "model.onnx"
     with atomic_path(onnx_path) as tmp:
         backend.export_onnx(model, tmp)
@@ -80,8 +78,8 @@ def _export_and_check(backend, model, run_dir: Path, dataset: Dataset, native: n
     started = time.perf_counter()
     backend.predict(model, dataset.test_x, EVAL_BATCH_SIZE)
     native_seconds = time.perf_counter() - started
-    with atomic_path(run_dir / "predictions.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, labels=dataset.test_y, logits_native=native, logits_onnx=onnx_logits)
+    with atomic_path(run_dir / "predictions.npz") as tmp:
+        save_arrays(tmp, {"labels": dataset.test_y, "logits_native": native, "logits_onnx": onnx_logits})
     count = len(dataset.test_y)
     return {"onnx_test_accuracy": accuracy(onnx_logits, dataset.test_y),
             "onnx_max_abs_diff": float(np.abs(onnx_logits - native).max()),
