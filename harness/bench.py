@@ -9,7 +9,8 @@ Four phases per backend, model and batch size, each on the same images in the sa
 - ``infer-onnxruntime``: the backend's own ONNX export in ONNX Runtime.
 
 Each phase is warmed up first (MindSpore compiles its graphs there), then timed once per repeat;
-the repeats interleave the phases so a busy machine slows all of them alike.
+the repeats interleave the two phases of each compared pair (train with train-bare, native with ONNX
+Runtime) in alternating order, so a busy machine slows both alike.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .schedule import decayed_names
 from .weights import init_weights
 
 PHASES = ("train", "train-bare", "infer-native", "infer-onnxruntime")
+COMPARED_PAIRS = (("train", "train-bare"), ("infer-native", "infer-onnxruntime"))
 DEFAULT_STEPS, SLOW_STEPS = 200, 5  # timed steps per measurement; VGG11 on a 2-core CPU takes ~4 s a step at 64
 DEFAULT_WARMUP, SLOW_WARMUP = 5, 2  # untimed steps first: the first one holds MindSpore's compilation
 SYNTHETIC_IMAGES = 8192  # synthetic pool; more steps than it holds cycle through it epoch by epoch
@@ -256,11 +258,15 @@ def measure(subject: Subject, plan: Plan, repeats: int, warmup: int) -> list[dic
     seconds: dict[str, list[float]] = {phase: [] for phase in PHASES}
     peaks = dict.fromkeys(PHASES, 0.0)
     scope = "measurement"
-    for _ in range(repeats):
-        for phase in PHASES:  # interleaved: a noisy neighbour slows every phase alike
-            scope = "measurement" if _reset_peak_rss() else "process"
-            seconds[phase].append(timers[phase]())
-            peaks[phase] = max(peaks[phase], _peak_rss_mib())
+    # Each compared pair is timed on its own, interleaved (a noisy neighbour slows both alike) and in alternating
+    # order (neither always runs second). Mixing in the other pair skewed the ratio: PyTorch's harness/bare read
+    # 0.84-0.93 that way and 1.01 alone, both on a quiet machine.
+    for pair in COMPARED_PAIRS:
+        for repeat in range(repeats):
+            for phase in pair if repeat % 2 == 0 else pair[::-1]:
+                scope = "measurement" if _reset_peak_rss() else "process"
+                seconds[phase].append(timers[phase]())
+                peaks[phase] = max(peaks[phase], _peak_rss_mib())
     return [_row(subject, phase, plan, seconds[phase], peaks[phase], scope) for phase in PHASES]
 
 

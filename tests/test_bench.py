@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.bench import PHASES, default_counts, make_plan
+from harness.bench import PHASES, default_counts, make_plan, measure
 from harness.bench_report import add_ratios
 from harness.cli import main
 from harness.config import build_config
@@ -62,6 +62,22 @@ def test_plans_time_whole_batches_and_cycle_a_small_pool():
     plan = make_plan(60_000, 256, 200)
     assert (plan.images, plan.epochs, plan.steps) == (256 * 200, 1, 200)
     assert default_counts("vgg11")[0] < default_counts("lenet5")[0]
+
+
+def test_each_compared_pair_is_timed_apart_in_alternating_order(monkeypatch):
+    calls = []
+
+    class FakeSubject:
+        def timers(self, plan):
+            return {phase: (lambda phase=phase: calls.append(phase) or 1.0) for phase in PHASES}
+
+    monkeypatch.setattr("harness.bench._row", lambda subject, phase, plan, seconds, peak, scope: (phase, seconds))
+    rows = measure(FakeSubject(), make_plan(100, 10, 2), repeats=3, warmup=1)
+    timed = calls[len(PHASES):]  # after one warm-up call per phase
+    assert timed == ["train", "train-bare", "train-bare", "train", "train", "train-bare",
+                     "infer-native", "infer-onnxruntime", "infer-onnxruntime", "infer-native",
+                     "infer-native", "infer-onnxruntime"]
+    assert [(phase, len(seconds)) for phase, seconds in rows] == [(phase, 3) for phase in PHASES]
 
 
 def test_ratios_pair_rows_by_model_phase_and_batch():
