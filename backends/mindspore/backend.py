@@ -63,8 +63,8 @@ class MindSporeBackend:
 
     def rng_state(self, model: _build.MsModel) -> dict[str, np.ndarray]:
         # Dropout's mask stream lives inside the CPU/GPU ops.Dropout kernel, which MindSpore does not
-        # expose: nothing to save. Dropout-free models resume bit-identically; with Dropout the masks
-        # after a resume are fresh draws (README, "What happens when things go wrong").
+        # expose: nothing to save. Dropout-free models resume bit-identically; with Dropout the stream
+        # restarts from the run's seed (README, "What happens when things go wrong").
         return {}
 
     def set_rng_state(self, model: _build.MsModel, state: dict[str, np.ndarray]) -> None:

@@ -95,6 +95,20 @@ def _layer(layer, device: str) -> nn.Cell:
     raise TypeError(f"no MindSpore translation for {type(layer).__name__}")
 
 
+def seed_dropout(net: nn.SequentialCell, seed: int) -> None:
+    """Give every Dropout of ``net`` a fixed mask stream derived from the run's seed.
+
+    Without a global ``ms.set_seed``, nn.Dropout's kernel draws a random seed, so two runs with one
+    config drew different masks; setting the global seed would also reseed numpy's global generator.
+    Explicit op seeds do neither. Call before the train step compiles (the kernel reads them once).
+    Ascend ignores op seeds (MindSpore's documentation of ops.Dropout).
+    """
+    for index, cell in enumerate(net.cells(), start=1):
+        if isinstance(cell, nn.Dropout):
+            # Seed1 = the layer's position: each Dropout its own stream; never (0, 0), which means "random".
+            cell.dropout = ops.Dropout(keep_prob=1.0 - cell.p, Seed0=seed, Seed1=index)
+
+
 def ms_name(canonical: str) -> str:
     """MindSpore parameter name of a canonical tensor name."""
     layer, suffix = canonical.rsplit(".", 1)

@@ -14,7 +14,7 @@ from mindspore import nn, ops
 
 from harness.config import TrainConfig
 
-from .build import MsModel
+from .build import MsModel, seed_dropout
 from .optim import hyper_values, make_optimizer, slot_names, slot_parameters
 
 
@@ -54,6 +54,7 @@ class MsTrainer:
     def __init__(self, model: MsModel, train: TrainConfig, decay_names: set[str]) -> None:
         self.model = model
         self.train = train
+        seed_dropout(model.net, train.seed)  # repeatable masks: torch's trainer seeds its generator likewise
         self.names = model.spec.trainable_names()
         params = [model.params[name] for name in self.names]
         self.optimizer = make_optimizer(params, [name in decay_names for name in self.names], train)
