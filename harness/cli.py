@@ -15,6 +15,7 @@ from pathlib import Path
 from .backend import backend_names
 from .config import SECTIONS, TOP_LEVEL, build_config, read_recipe, read_settings_file, recipe_names
 from .errors import HarnessError
+from .tolerances import value
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -131,6 +132,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return _finish_report(build_report(config, dict(runs), args.data_dir), config, args.reports)
 
 
+def _spread_note(row) -> str:
+    """Says so when a row is over its fixed budget and within it only by float32's spread."""
+    spread = float(row.get("spread", float("nan")))
+    if not spread > 0 or not row.get("passed", False):
+        return ""
+    factor = value("float32", "spread_factor")
+    budget = float(row["allowed"]) - factor * spread
+    if float(row["rel"]) <= budget:
+        return ""
+    return (f" (over the {budget:.0e} budget, under {float(row['allowed']):.1e} = budget + {factor:g} x float32's "
+            f"spread {spread:.1e} from {int(row['undecided'])} ReLU/max-pool decisions float32 cannot make)")
+
+
 def _parity_lines(frame, failure) -> list[str]:
     lines = []
     for mode in ("forward", "backward", "lockstep", "synchronised"):
@@ -140,7 +154,7 @@ def _parity_lines(frame, failure) -> list[str]:
         worst = rows.loc[rows["rel"].astype(float).idxmax()]
         where = f"step {int(worst['step'])}, " if mode in ("lockstep", "synchronised") else ""
         lines.append(f"{mode:13s} worst rel. diff {float(worst['rel']):.2e} ({where}{worst['param'] or 'all layers'})"
-                     f"  {'PASS' if rows['passed'].all() else 'FAIL'}")
+                     f"  {'PASS' if rows['passed'].all() else 'FAIL'}{_spread_note(worst)}")
     if failure:
         lines.append(f"verdict: FAILED: first divergence in {failure['mode']} at {failure['param']}"
                      f" (max_abs {failure['max_abs']:.2e}, rel {failure['rel']:.2e})")

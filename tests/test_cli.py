@@ -61,3 +61,15 @@ def test_list_shows_models_datasets_backends():
     assert done.returncode == 0, done.stderr
     for needle in ("lenet5", "61,706", "vgg11-bn", "mnist-sample", "cifar10", "pytorch", "recipes:"):
         assert needle in done.stdout
+
+
+def test_parity_summary_says_when_a_pass_rests_on_float32s_spread():
+    from harness.cli import _spread_note
+
+    budget_only = {"rel": 5e-5, "allowed": 1e-4 + 2 * 3e-3, "spread": 3e-3, "undecided": 67, "passed": True}
+    assert _spread_note(budget_only) == ""  # within the fixed budget: nothing to explain
+    spread = {**budget_only, "rel": 2.97e-3}
+    assert _spread_note(spread) == (" (over the 1e-04 budget, under 6.1e-03 = budget + 2 x float32's spread 3.0e-03"
+                                    " from 67 ReLU/max-pool decisions float32 cannot make)")
+    assert _spread_note({**spread, "passed": False}) == ""  # a failure is reported as one
+    assert _spread_note({"rel": 1.0, "allowed": 1e-4, "passed": True}) == ""  # forward rows have no spread
