@@ -77,8 +77,9 @@ class Backend(Protocol):
     def predict(self, model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
         """Eval-mode logits (N, classes) as float32."""
 
-    def activations(self, model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Eval-mode output of every layer, by layer name, in execution order."""
+    def activations(self, model: Any, x: np.ndarray, train: bool = False) -> dict[str, np.ndarray]:
+        """Output of every layer, by layer name, in execution order: eval mode, or with ``train`` the
+        train-mode pass (BatchNorm on batch statistics) with the running statistics left as they were."""
 
     def save(self, model: Any, path: Path) -> None:
         """The framework's own checkpoint."""

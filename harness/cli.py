@@ -155,6 +155,11 @@ def _parity_lines(frame, failure) -> list[str]:
         where = f"step {int(worst['step'])}, " if mode in ("lockstep", "synchronised") else ""
         lines.append(f"{mode:13s} worst rel. diff {float(worst['rel']):.2e} ({where}{worst['param'] or 'all layers'})"
                      f"  {'PASS' if rows['passed'].all() else 'FAIL'}{_spread_note(worst)}")
+        if "rel_matched" in rows and rows["rel_matched"].notna().any():
+            left = rows.loc[rows["rel_matched"].astype(float).idxmax()]
+            lines.append(f"{'':13s} decision-matched {float(left['rel_matched']):.2e} (step {int(left['step'])}, "
+                         f"{left['param']}): left once each side is compared with float64 taking its own "
+                         f"undecidable decisions")
     if failure:
         lines.append(f"verdict: FAILED: first divergence in {failure['mode']} at {failure['param']}"
                      f" (max_abs {failure['max_abs']:.2e}, rel {failure['rel']:.2e})")

@@ -17,6 +17,8 @@ Every gradient, update and trajectory is also computed in float64 by the harness
 (``parity_reference``), with and without the decisions float32 cannot make: each row
 reports both sides' distance from float64 (``rel64_a``, ``rel64_b``) and float32's
 ``spread``, and passes when ``rel <= budget + spread_factor * spread`` (``allowed``).
+A synchronised step over the budget also gets ``rel_matched``: the difference left once each
+side is compared with the float64 step taking that side's own undecidable decisions.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ import numpy as np
 from . import parity_reference, reference
 from .backend import Backend, get_backend
 from .compare import first_divergent_layer
-from .parity_rows import adam_rows, float64_columns, gradient_scales, relative, weight_rows
+from .parity_rows import adam_rows, float64_columns, gradient_scales, matched_rel, relative, weight_rows
 from .config import RunConfig, TrainConfig
 from .data import Dataset, steps_per_epoch
+from .reference_grad import decision_layers
 from .schedule import decayed_names, learning_rates
 from .spec import Dropout, ModelSpec
 from .tolerances import tolerance, value
@@ -122,10 +125,24 @@ def synchronised(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: Ru
         else:
             step_rows = adam_rows(step, weights, wa, wb, state_a, b.trainer.state(), config.train, lr, decay, spec,
                                   (exact, flipped))
+        if any(row["rel"] > value("step", "update_rel") for row in step_rows):  # else nothing to explain
+            taken = [_decision_inputs(side, spec, weights, xb) for side in (a, b)]
+            outcomes = parity_reference.matched_steps(spec, config.train, decay, weights, state, xb, yb, lr, taken)
+            matched = matched_rel(weights, wa, wb, (state_a, b.trainer.state()), outcomes, spec, config.train)
+            step_rows = [{**row, "rel_matched": matched.get(row["param"], row["rel"])} for row in step_rows]
         rows += [{**row, "loss_a": losses[0], "loss_b": losses[1], "loss_diff": abs(losses[0] - losses[1]),
                   "undecided": grads.undecided} for row in step_rows]
         weights, state = wa, state_a
     return rows
+
+
+def _decision_inputs(side: Side, spec: ModelSpec, weights: dict, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The backend's own train-mode inputs of its ReLU and max-pool layers: the values it decided by."""
+    side.backend.set_weights(side.model, weights)
+    outputs = side.backend.activations(side.model, x, train=True)
+    names = [layer.name for layer in spec.layers]
+    return {name: x if names.index(name) == 0 else outputs[names[names.index(name) - 1]]
+            for name in decision_layers(spec)}
 
 
 MODES = {"lockstep": lockstep, "synchronised": synchronised}

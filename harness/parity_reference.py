@@ -89,7 +89,7 @@ def gradients(spec: ModelSpec, weights: Weights, x: np.ndarray, y: np.ndarray) -
         conv-bias term sizes.
     """
     tape, rounded, widths = _tapes(spec, weights, x)
-    exact, flipped = backward(tape, y), backward(rounded, y, widths, decide=tape)
+    exact, flipped = backward(tape, y), backward(rounded, y, widths, decide=tape.decision_inputs())
     as64 = {name: g.astype(np.float64) for name, g in flipped.grads.items()}
     return Gradients(exact.loss, exact.grads, as64, flipped.flipped, tape.buffers, widths, exact.term_sizes)
 
@@ -129,6 +129,33 @@ def synchronised_step(spec: ModelSpec, train: TrainConfig, decay: set[str], weig
         trajectory.step(train, lr, decay, which, grads.buffers)
         outcomes.append(trajectory)
     return outcomes[0], outcomes[1], grads
+
+
+@single_blas_thread
+def matched_steps(spec: ModelSpec, train: TrainConfig, decay: set[str], weights: Weights, state: dict,
+                  x: np.ndarray, y: np.ndarray, lr: float, taken: list[dict[str, np.ndarray]]) -> list[Trajectory]:
+    """The float64 step as each backend decided it: exact arithmetic, with the ReLU gates and max-pool
+    choices that float32 cannot make taken as the backend took them.
+
+    Args:
+        taken: per backend, its train-mode inputs of the ReLU and max-pool layers (by layer name).
+            Each value is moved at most its layer's rounding width from float64's, so a backend
+            decides only what float32 could decide either way: a wrong translation's decisions
+            stay float64's and its difference is not explained away.
+
+    Returns:
+        One outcome (weights and optimizer state) per backend.
+    """
+    tape, _, widths = _tapes(spec, weights, x)
+    start = {name: np.asarray(v, dtype=np.float64) for name, v in weights.items()}
+    outcomes = []
+    for inputs in taken:
+        decide = {name: exact + np.clip(inputs[name] - exact, -widths[name], widths[name])
+                  for name, exact in tape.decision_inputs().items()}
+        trajectory = Trajectory(start, dict(state))
+        trajectory.step(train, lr, decay, backward(tape, y, decide=decide).grads, tape.buffers)
+        outcomes.append(trajectory)
+    return outcomes
 
 
 class LockstepReference:

@@ -51,14 +51,13 @@ def weight_rows(mode: str, step: int, before, wa, wb, spec: ModelSpec, exact=Non
     measuring ``own`` (default: ``wa`` and ``wb``) against ``exact``.
     """
     names = list(spec.param_shapes())
-    ours = {n: wa[n].astype(np.float64) - (before[n] if before is not None else 0.0) for n in names}
-    scale = scales(ours, names)
+    scale = _update_scales(before, wa, names)
     own_a, own_b = own or (wa, wb)
     rows = []
     for name in names:
         new_a, new_b = wa[name].astype(np.float64), wb[name].astype(np.float64)
-        ulp = np.spacing(np.maximum(np.abs(wa[name]), np.abs(wb[name])).astype(np.float32)).astype(np.float64)
-        a = ours[name]
+        ulp = _stored_ulp(wa[name], wb[name])
+        a = new_a - before[name] if before is not None else new_a
         b = new_b - before[name] if before is not None else new_b
         gap = np.abs(a - b)
         excess = np.maximum(gap - ulp, 0.0) if before is not None else gap
@@ -72,6 +71,42 @@ def weight_rows(mode: str, step: int, before, wa, wb, spec: ModelSpec, exact=Non
                                         ulp if before is not None else 0.0, scale[name]))
         rows.append(row)
     return rows
+
+
+def _update_scales(before, wa: dict, names: list[str]) -> dict[str, float]:
+    return scales({n: wa[n].astype(np.float64) - (before[n] if before is not None else 0.0) for n in names}, names)
+
+
+def _stored_ulp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One unit in the last place of the larger float32 weight, elementwise (float64)."""
+    return np.spacing(np.maximum(np.abs(a), np.abs(b)).astype(np.float32)).astype(np.float64)
+
+
+def matched_rel(before: dict, wa: dict, wb: dict, state: tuple[dict, dict], outcomes: tuple, spec: ModelSpec,
+                train: TrainConfig) -> dict[str, float]:
+    """Per tensor (for Adam: per moment and BatchNorm statistic), the difference left once each side is
+    measured against float64 taking the side's own undecidable decisions (``parity_reference.matched_steps``):
+    ``|(a - b) - (ref_a - ref_b)|`` on ``rel``'s scale, one stored ulp discounted for weights. Where the
+    two sides differ only by rounding and by decisions float32 cannot make, this is rounding alone."""
+    ref_a, ref_b = outcomes
+    names = list(spec.param_shapes())
+    scale = _update_scales(before, wa, names)
+    out = {}
+    # Adam's weight rows already compare b with torch's formula on b's own moments (no decision in that):
+    # for Adam only the moments and BatchNorm's statistics are matched.
+    trainable = set(spec.trainable_names()) if train.optimizer != "sgd" else set()
+    for name in (n for n in names if n not in trainable):
+        gap = np.abs(wa[name].astype(np.float64) - wb[name] - (ref_a.weights[name] - ref_b.weights[name]))
+        out[name] = relative(float(np.maximum(gap - _stored_ulp(wa[name], wb[name]), 0.0).max()), scale[name])
+    if train.optimizer != "sgd":
+        state_a, state_b = state
+        for slot in ("exp_avg", "exp_avg_sq"):  # each on its own scale, as adam_rows
+            keys = [f"{n}.{slot}" for n in spec.trainable_names()]
+            moment_scale = scales(state_a, keys)
+            for key in keys:
+                gap = np.abs(state_a[key].astype(np.float64) - state_b[key] - (ref_a.state[key] - ref_b.state[key]))
+                out[key] = relative(float(gap.max()), moment_scale[key])
+    return out
 
 
 def adam_rows(step: int, before: dict, wa: dict, wb: dict, state_a: dict, state_b: dict, train: TrainConfig,

@@ -45,9 +45,14 @@ class Tape:
 
     def decision_inputs(self) -> dict[str, np.ndarray]:
         """The inputs of every ReLU and max-pool layer by layer name: where float32 must decide."""
-        return {layer.name: cache[0] for layer, cache in zip(self.spec.layers, self.caches)
-                if (isinstance(layer, Activation) and layer.kind == "relu")
-                or (isinstance(layer, Pool) and layer.kind == "max")}
+        deciding = set(decision_layers(self.spec))
+        return {layer.name: cache[0] for layer, cache in zip(self.spec.layers, self.caches) if layer.name in deciding}
+
+
+def decision_layers(spec: ModelSpec) -> list[str]:
+    """Names of the layers whose backward branches on their input: ReLU gates and max-pool choices."""
+    return [layer.name for layer in spec.layers
+            if (isinstance(layer, Activation) and layer.kind == "relu") or (isinstance(layer, Pool) and layer.kind == "max")]
 
 
 @dataclass
@@ -98,7 +103,7 @@ class Backward(NamedTuple):
 
 
 def backward(tape: Tape, y: np.ndarray, widths: dict[str, float] | None = None,
-             decide: Tape | None = None) -> Backward:
+             decide: dict[str, np.ndarray] | None = None) -> Backward:
     """The mean cross-entropy of ``tape``'s logits and its gradient for every trainable tensor.
 
     Args:
@@ -106,8 +111,9 @@ def backward(tape: Tape, y: np.ndarray, widths: dict[str, float] | None = None,
         y: integer labels ``(N,)``.
         widths: per layer name, ReLU gates and max-pool choices closer than this to their
             threshold are taken the other way (see ``rounding_widths``); None takes none.
-        decide: a tape of the same batch and weights (float64) whose values take the ReLU and
-            max-pool decisions: a float32 backward then branches exactly where float64 does.
+        decide: per ReLU and max-pool layer name, input values (``Tape.decision_inputs()`` of the
+            same batch and weights, e.g. float64's, or a backend's) that take its decisions: a
+            float32 backward then branches exactly where float64 does.
 
     Returns:
         The loss, the gradients, how many decisions were flipped, and per conv bias the sum
@@ -119,7 +125,7 @@ def backward(tape: Tape, y: np.ndarray, widths: dict[str, float] | None = None,
     grads: Weights = {}
     term_sizes: Weights = {}
     flipped = 0
-    deciding = decide.decision_inputs() if decide is not None else {}
+    deciding = decide or {}
     for index in range(len(spec.layers) - 1, -1, -1):
         layer = spec.layers[index]
         if isinstance(layer, Conv2d) and layer.bias:

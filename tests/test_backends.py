@@ -9,6 +9,7 @@ import pytest
 from harness.config import TrainConfig
 from harness.models import MODELS, build_model
 from harness.onnxcheck import run_onnx
+from harness.reference_grad import train_forward
 from harness.schedule import decayed_names
 from harness.weights import init_weights
 
@@ -87,6 +88,20 @@ def test_activations_cover_every_layer_in_order(backend):
     for layer, shape in zip(spec.layers, spec.output_shapes):
         assert acts[layer.name].shape == (3, *shape), layer.name
     np.testing.assert_allclose(acts["fc3"], backend.predict(model, x, 3), rtol=0, atol=1e-6)
+
+
+def test_train_mode_activations_use_batch_statistics_and_keep_the_running_ones(backend):
+    spec, model = _built(backend, "vgg11-bn")
+    x, _ = _batch(spec, 8)
+    tape = train_forward(spec, init_weights(spec, 0), x)  # float64, BatchNorm on batch statistics
+    acts = backend.activations(model, x, train=True)
+    names = [layer.name for layer in spec.layers]
+    for name, exact in tape.decision_inputs().items():  # every ReLU and max-pool input
+        got = acts[names[names.index(name) - 1]]
+        assert np.abs(got - exact).max() <= 1e-4 * np.abs(exact).max(), name
+    assert not np.allclose(backend.activations(model, x)["bn1"], acts["bn1"])  # eval: running statistics
+    after = backend.get_weights(model)
+    assert all(np.array_equal(after[k], v) for k, v in init_weights(spec, 0).items())
 
 
 def test_native_checkpoint_round_trip(backend, tmp_path):

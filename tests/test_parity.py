@@ -106,6 +106,21 @@ def test_vgg11_bn_weight_decay_and_float32_decisions(both_backends):
     assert all(r["spread"] == 0 for r in rows if r["param"].endswith((".mean", ".var")))
 
 
+def test_synchronised_differences_beyond_the_budget_are_float32_decisions(both_backends):
+    # VGG11-BN on real MNIST at batch 64 (the CLI's defaults): on this 2-core CPU one step's updates differ by
+    # ~3e-3 (conv5) where the two frameworks took some ReLU/max-pool decisions within rounding differently.
+    config = build_config({"dataset": "mnist-sample", "model": "vgg11-bn", "batch_size": 64})
+    spec, dataset = load_data(config, None)
+    rows = parity.check(config, spec, dataset, ["pytorch", "mindspore"], 1, ["synchronised"], search=False)
+    over = [r for r in rows if r["rel"] > value("step", "update_rel")]
+    if not over:
+        pytest.skip("no decision went different ways on this CPU: nothing to explain")
+    assert all("rel_matched" in r for r in rows)
+    large = [r for r in over if r["rel"] > 1e-3]
+    assert large and all(r["rel_matched"] < 1e-5 for r in large), [(r["param"], r["rel_matched"]) for r in large]
+    assert max(r["rel_matched"] for r in rows) < 0.1 * max(r["rel"] for r in rows)
+
+
 def test_lockstep_lenet5_twenty_steps(both_backends):
     rows = _check("lenet5", 20, ["lockstep"])
     assert not _failures(rows), _failures(rows)[:3]
@@ -177,6 +192,7 @@ def test_fault_batchnorm_momentum_not_inverted_is_named(mindspore_build, monkeyp
     rows = _check("vgg11-bn", 1, ["synchronised"])
     failure = parity.first_failure(_failures(rows, "synchronised"))
     assert (failure["step"], failure["param"]) == (1, "bn1.mean")
+    assert failure["rel_matched"] == failure["rel"]  # no ReLU or max-pool decision explains a statistic
     assert not _failures(rows, "forward")  # eval forward uses the (equal) initial statistics
 
 
@@ -195,3 +211,4 @@ def test_fault_adam_eps_in_mindspores_place_is_caught(both_backends, monkeypatch
     failure = parity.first_failure(rows)
     assert (failure["mode"], failure["step"]) == ("synchronised", 1)
     assert max(r["rel"] for r in rows if r["mode"] == "synchronised") > 100 * value("step", "update_rel")
+    assert max(r["rel_matched"] for r in rows if r["mode"] == "synchronised") > 100 * value("step", "update_rel")

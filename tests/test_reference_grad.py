@@ -139,7 +139,7 @@ def test_float32_run_and_rounding_widths():
         assert grads32[name].dtype == np.float32
         assert np.abs(grads32[name] - grad).max() < 1e-5 * np.abs(grad).max(), name
     wide = {name: 1e-2 for name in widths}  # wide enough to flip some decisions
-    by_float64 = backward(rounded, y, wide, decide=exact)  # float32 arithmetic, float64's decisions
+    by_float64 = backward(rounded, y, wide, decide=exact.decision_inputs())  # float32 arithmetic, float64's decisions
     assert by_float64.flipped == backward(exact, y, wide).flipped > 0
 
 

@@ -73,8 +73,8 @@ class MindSporeBackend:
     def predict(self, model: _build.MsModel, x: np.ndarray, batch_size: int) -> np.ndarray:
         return _forward.predict(model, x, batch_size)
 
-    def activations(self, model: _build.MsModel, x: np.ndarray) -> dict[str, np.ndarray]:
-        return _forward.activations(model, x)
+    def activations(self, model: _build.MsModel, x: np.ndarray, train: bool = False) -> dict[str, np.ndarray]:
+        return _forward.activations(model, x, train)
 
     def save(self, model: _build.MsModel, path: Path) -> None:
         _export.save_checkpoint(model, path)

@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from .build import MsModel
+from .build import MsModel, get_weights, set_weights
 
 
 class _AllOutputs(nn.Cell):
@@ -40,13 +40,19 @@ def predict(model: MsModel, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(outputs)
 
 
-def activations(model: MsModel, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Eval-mode output of every spec layer, by layer name, in execution order."""
+def activations(model: MsModel, x: np.ndarray, train: bool = False) -> dict[str, np.ndarray]:
+    """Output of every spec layer, by layer name, in execution order; eval mode unless ``train``,
+    which leaves the BatchNorm running statistics as they were."""
     if "all_outputs" not in model.cache:
         model.cache["all_outputs"] = _AllOutputs(model.net)
     cell = model.cache["all_outputs"]
-    cell.set_train(False)  # propagates to the wrapped net: dropout off, BatchNorm on running statistics
+    kept = get_weights(model) if train else None  # train-mode BatchNorm assigns its moving statistics
+    cell.set_train(train)  # propagates to the wrapped net: train: BatchNorm on batch statistics
     inputs = _tensor(x)  # shares memory: keep it referenced until every output is copied out
     values = cell(inputs)
-    return {layer.name: np.array(value.asnumpy(), dtype=np.float32, copy=True)
-            for layer, value in zip(model.spec.layers, values)}
+    out = {layer.name: np.array(value.asnumpy(), dtype=np.float32, copy=True)
+           for layer, value in zip(model.spec.layers, values)}
+    if kept is not None:
+        set_weights(model, kept)
+        cell.set_train(False)
+    return out

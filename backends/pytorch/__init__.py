@@ -95,12 +95,16 @@ class PyTorchBackend:
         return torch.cat(outputs).numpy()
 
     @torch.inference_mode()
-    def activations(self, model, x: np.ndarray) -> dict[str, np.ndarray]:
-        model.module.eval()
+    def activations(self, model, x: np.ndarray, train: bool = False) -> dict[str, np.ndarray]:
+        kept = {k: v.clone() for k, v in model.module.named_buffers()}  # train mode moves BatchNorm's statistics
+        model.module.train(train)
         value, out = torch.from_numpy(x).to(model.device), {}
         for name, layer in model.module.named_children():
             value = layer(value)
             out[name] = value.cpu().numpy().copy()
+        for key, buffer in model.module.named_buffers():
+            buffer.copy_(kept[key])
+        model.module.eval()
         return out
 
     def save(self, model, path: Path) -> None:
