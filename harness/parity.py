@@ -31,7 +31,8 @@ import numpy as np
 from . import parity_reference, reference
 from .backend import Backend, get_backend
 from .compare import first_divergent_layer
-from .parity_rows import adam_rows, float64_columns, gradient_scales, matched_rel, relative, weight_rows
+from .parity_rows import (adam_rows, float64_columns, gradient_scales, matched_rel, moment_scales, relative,
+                          weight_rows)
 from .config import RunConfig, TrainConfig
 from .data import Dataset, steps_per_epoch
 from .reference_grad import decision_layers
@@ -120,15 +121,17 @@ def synchronised(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: Ru
                                                                    xb, yb, lr)
         wa, wb = a.backend.get_weights(a.model), b.backend.get_weights(b.model)
         state_a = a.trainer.state()
+        moment_scale = {} if config.train.optimizer == "sgd" else moment_scales(state_a, spec, config.train, grads)
         if config.train.optimizer == "sgd":
             step_rows = weight_rows("synchronised", step, weights, wa, wb, spec, exact.weights, flipped.weights)
         else:
             step_rows = adam_rows(step, weights, wa, wb, state_a, b.trainer.state(), config.train, lr, decay, spec,
-                                  (exact, flipped))
+                                  (exact, flipped), moment_scale)
         if any(row["rel"] > value("step", "update_rel") for row in step_rows):  # else nothing to explain
             taken = [_decision_inputs(side, spec, weights, xb) for side in (a, b)]
             outcomes = parity_reference.matched_steps(spec, config.train, decay, weights, state, xb, yb, lr, taken)
-            matched = matched_rel(weights, wa, wb, (state_a, b.trainer.state()), outcomes, spec, config.train)
+            matched = matched_rel(weights, wa, wb, (state_a, b.trainer.state()), outcomes, spec, config.train,
+                                  moment_scale)
             step_rows = [{**row, "rel_matched": matched.get(row["param"], row["rel"])} for row in step_rows]
         rows += [{**row, "loss_a": losses[0], "loss_b": losses[1], "loss_diff": abs(losses[0] - losses[1]),
                   "undecided": grads.undecided} for row in step_rows]

@@ -83,7 +83,7 @@ def _stored_ulp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def matched_rel(before: dict, wa: dict, wb: dict, state: tuple[dict, dict], outcomes: tuple, spec: ModelSpec,
-                train: TrainConfig) -> dict[str, float]:
+                train: TrainConfig, moment_scale: dict) -> dict[str, float]:
     """Per tensor (for Adam: per moment and BatchNorm statistic), the difference left once each side is
     measured against float64 taking the side's own undecidable decisions (``parity_reference.matched_steps``):
     ``|(a - b) - (ref_a - ref_b)|`` on ``rel``'s scale, one stored ulp discounted for weights. Where the
@@ -98,19 +98,15 @@ def matched_rel(before: dict, wa: dict, wb: dict, state: tuple[dict, dict], outc
     for name in (n for n in names if n not in trainable):
         gap = np.abs(wa[name].astype(np.float64) - wb[name] - (ref_a.weights[name] - ref_b.weights[name]))
         out[name] = relative(float(np.maximum(gap - _stored_ulp(wa[name], wb[name]), 0.0).max()), scale[name])
-    if train.optimizer != "sgd":
-        state_a, state_b = state
-        for slot in ("exp_avg", "exp_avg_sq"):  # each on its own scale, as adam_rows
-            keys = [f"{n}.{slot}" for n in spec.trainable_names()]
-            moment_scale = scales(state_a, keys)
-            for key in keys:
-                gap = np.abs(state_a[key].astype(np.float64) - state_b[key] - (ref_a.state[key] - ref_b.state[key]))
-                out[key] = relative(float(gap.max()), moment_scale[key])
+    state_a, state_b = state
+    for key, key_scale in moment_scale.items():  # Adam's moments, on adam_rows' scales
+        gap = np.abs(state_a[key].astype(np.float64) - state_b[key] - (ref_a.state[key] - ref_b.state[key]))
+        out[key] = relative(float(gap.max()), key_scale)
     return out
 
 
 def adam_rows(step: int, before: dict, wa: dict, wb: dict, state_a: dict, state_b: dict, train: TrainConfig,
-               lr: float, decay: set[str], spec: ModelSpec, reference: tuple) -> list[dict]:
+               lr: float, decay: set[str], spec: ModelSpec, reference: tuple, moment_scale: dict) -> list[dict]:
     """Adam's update divides by sqrt(v)+eps, so where |g| is near eps a gradient rounding difference
     becomes a large update difference: comparing the two updates would judge that conditioning, not
     the port. Instead judge the two parts apart: the moments (linear and quadratic in the gradient)
@@ -128,16 +124,23 @@ def adam_rows(step: int, before: dict, wa: dict, wb: dict, state_a: dict, state_
         m, v = state_b[f"{name}.exp_avg"].astype(np.float64), state_b[f"{name}.exp_avg_sq"].astype(np.float64)
         expected[name] = start - lr / bias1 * m / (np.sqrt(v) / bias2_sqrt + train.eps)
     rows = weight_rows("synchronised", step, before, expected, wb, spec, exact.weights, exact.weights, (wa, wb))
-    for slot in ("exp_avg", "exp_avg_sq"):
-        keys = [f"{n}.{slot}" for n in spec.trainable_names()]
-        scale = scales(state_a, keys)
-        for key in keys:
-            diff = float(np.abs(state_a[key].astype(np.float64) - state_b[key]).max())
-            rows.append({"mode": "synchronised", "step": step, "param": key, "max_abs": diff,
-                         "rel": relative(diff, scale[key]),
-                         **float64_columns(state_a[key], state_b[key], exact.state[key], flipped.state[key], 0.0,
-                                            scale[key])})
+    for key, scale in moment_scale.items():
+        diff = float(np.abs(state_a[key].astype(np.float64) - state_b[key]).max())
+        rows.append({"mode": "synchronised", "step": step, "param": key, "max_abs": diff, "rel": relative(diff, scale),
+                     **float64_columns(state_a[key], state_b[key], exact.state[key], flipped.state[key], 0.0, scale)})
     return rows
+
+
+def moment_scales(state: dict, spec: ModelSpec, train: TrainConfig, ref: Gradients) -> dict[str, float]:
+    """``scales`` of Adam's moments, slot by slot, except a cancelled gradient's first moment (see
+    ``gradient_scales``): it holds (1 - beta1) x the rounding of terms that sum to zero, so it is measured
+    against (1 - beta1) x those terms (VGG11-BN's conv1.bias read 1e-3 apart on its own noise)."""
+    out = {}
+    for slot in ("exp_avg", "exp_avg_sq"):
+        out.update(scales(state, [f"{n}.{slot}" for n in spec.trainable_names()]))
+    for name, largest in _cancelled(ref).items():
+        out[f"{name}.exp_avg"] = max(out[f"{name}.exp_avg"], (1 - train.beta1) * largest)
+    return out
 
 
 def gradient_scales(ref: Gradients, names: list[str]) -> dict[str, float]:
@@ -145,8 +148,12 @@ def gradient_scales(ref: Gradients, names: list[str]) -> dict[str, float]:
     under train-mode BatchNorm): its float32 value is rounding of terms that sum to zero, so it is
     measured against the size of those terms."""
     scale = scales(ref.exact, names)
-    for name, sizes in ref.term_sizes.items():
-        largest = float(sizes.max())
-        if float(np.abs(ref.exact[name]).max()) <= CANCELLED * largest:
-            scale[name] = max(scale[name], largest)
+    for name, largest in _cancelled(ref).items():
+        scale[name] = max(scale[name], largest)
     return scale
+
+
+def _cancelled(ref: Gradients) -> dict[str, float]:
+    """Gradients that are an exact cancellation, with the largest sum of |terms| they add up."""
+    largest = {name: float(sizes.max()) for name, sizes in ref.term_sizes.items()}
+    return {name: size for name, size in largest.items() if float(np.abs(ref.exact[name]).max()) <= CANCELLED * size}
