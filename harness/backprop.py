@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .reference import _im2col, pool
+from .reference import _ACTIVATIONS, _im2col, pool
 from .spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, Pool
 
 Weights = dict[str, np.ndarray]
@@ -107,17 +107,6 @@ def _max_pool_routed(taps, values: np.ndarray, grad: np.ndarray, width: float) -
     return dx, int(undecided.sum())
 
 
-def _activation(kind: str, x: np.ndarray) -> np.ndarray:
-    if kind == "relu":
-        return np.maximum(x, 0)
-    if kind == "tanh":
-        return np.tanh(x)
-    if kind == "sigmoid":
-        with np.errstate(over="ignore"):  # exp(-x) -> inf gives the exact limit 0
-            return 1 / (1 + np.exp(-x))
-    raise ValueError(f"unknown activation {kind!r}")
-
-
 def _activation_backward(kind: str, cache, grad: np.ndarray, width: float, decide) -> tuple[np.ndarray, int]:
     x, out = cache
     if kind == "relu":
@@ -191,7 +180,9 @@ def layer_forward(layer: Layer, weights: Weights, x: np.ndarray) -> tuple[np.nda
         out = pool(layer, x)
         return out, (x, out)
     if isinstance(layer, Activation):
-        out = _activation(layer.kind, x)
+        if layer.kind not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {layer.kind!r}")
+        out = _ACTIVATIONS[layer.kind](x)  # the eval forward's own: keeps the input's dtype
         return out, (x, out)
     if isinstance(layer, BatchNorm2d):
         return _bn_forward(layer, weights, x)

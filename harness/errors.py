@@ -7,6 +7,14 @@ bug and keeps its traceback.
 """
 
 
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    """``Type: message`` on one line (the CLI prints one line per error), cut at ``limit`` characters."""
+    message = " ".join(str(error).split())
+    if limit is not None and len(message) > limit:
+        message = message[:limit] + "..."
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 class HarnessError(Exception):
     """A user or environment error, reported as one line with exit code 2."""
 

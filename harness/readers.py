@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, one_line
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -144,9 +144,7 @@ def _unpickle_cifar(path: Path) -> dict:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a corrupt pickle is a data error
         # Some pickle errors span lines; the CLI prints one line per error.
-        reason = " ".join(str(exc).split())
-        raise DataError(f"{path} is not a CIFAR-10 python batch "
-                        f"(unpickling failed: {type(exc).__name__}: {reason})") from exc
+        raise DataError(f"{path} is not a CIFAR-10 python batch (unpickling failed: {one_line(exc)})") from exc
     if not isinstance(batch, dict):
         raise DataError(f"{path} is not a CIFAR-10 python batch: it holds a {type(batch).__name__}, not a dict")
     return batch

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .backprop import layer_backward, layer_forward, running_statistics
+from .reference import _check_input
 from .spec import Activation, BatchNorm2d, Conv2d, ModelSpec, Pool
 
 Weights = dict[str, np.ndarray]
@@ -78,11 +79,10 @@ def train_forward(spec: ModelSpec, weights: Weights, x: np.ndarray, dtype=np.flo
         The tape: caches for ``backward``, logits, and the running statistics after this batch.
 
     Raises:
-        ValueError: a shape mismatch, a dropout with ``p > 0``, or an unknown layer kind.
+        ValueError: a shape mismatch, missing weights, a dropout with ``p > 0``, or an unknown layer kind.
     """
     x = np.asarray(x)
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(spec.input_shape):
-        raise ValueError(f"{spec.name}: expects input (N, {', '.join(map(str, spec.input_shape))}), got {x.shape}")
+    _check_input(spec, weights, x)
     out, caches, buffers = x.astype(dtype), [], {}
     for layer in spec.layers:
         count = out.size // out.shape[1]  # values per channel: BatchNorm's sample size

@@ -113,9 +113,9 @@ def completed_runs(out: Path) -> list[tuple[Path, dict]]:
     found = []
     for run_json in sorted(Path(out).glob("*/run.json")):
         try:
-            info = json.loads(run_json.read_text())
-        except (OSError, ValueError):
+            info = read_run_info(run_json.parent)
+        except HarnessError:
             continue  # a folder being written or broken: never reused
-        if isinstance(info, dict) and info.get("status") == "completed" and all((run_json.parent / f).exists() for f in REQUIRED_FILES):
+        if info.get("status") == "completed" and all((run_json.parent / f).exists() for f in REQUIRED_FILES):
             found.append((run_json.parent, info))
     return found

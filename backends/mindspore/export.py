@@ -11,7 +11,7 @@ from typing import Callable
 import mindspore as ms
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
 
 from .build import MsModel, build, get_weights, set_weights
 
@@ -87,8 +87,8 @@ def load_checkpoint(model: MsModel, path: Path) -> None:
     try:
         not_loaded, _ = ms.load_param_into_net(model.net, params, strict_load=True)
     except (RuntimeError, ValueError, TypeError) as error:  # e.g. same names, other shapes (another --model)
-        raise HarnessError(f"{path} does not hold {model.spec.name}'s weights ({type(error).__name__}: "
-                           f"{' '.join(str(error).split())[:300]}); pass the matching --model") from None
+        raise HarnessError(f"{path} does not hold {model.spec.name}'s weights ({one_line(error, 300)}); "
+                           "pass the matching --model") from None
     if not_loaded:
         raise HarnessError(f"{path}: could not load {not_loaded[:5]} into {model.spec.name}")
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from harness.config import TrainConfig
-from harness.errors import BackendUnavailable, HarnessError
+from harness.errors import BackendUnavailable, HarnessError, one_line
 from harness.spec import ModelSpec
 
 from . import build as _build
@@ -18,13 +18,6 @@ from .export import export_onnx as _export_onnx
 from .step import TorchTrainer
 
 _PREFERENCE = ("npu", "cuda", "cpu")  # what `auto` picks first
-
-
-def _one_line(error: Exception, limit: int = 300) -> str:
-    """``Type: message`` on one line (the CLI prints one line per error), cut at ``limit`` characters."""
-    message = " ".join(str(error).split())
-    message = message if len(message) <= limit else message[:limit] + "..."
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _npu_available() -> bool:
@@ -120,11 +113,11 @@ class PyTorchBackend:
             raise HarnessError(f"refusing to load {path}: it holds pickled objects other than tensors; "
                                f"{expected}") from None
         except Exception as error:  # noqa: BLE001 - torch.load reports corrupt files as many unrelated types
-            raise HarnessError(f"cannot load {path} ({_one_line(error)}); {expected}") from None
+            raise HarnessError(f"cannot load {path} ({one_line(error, 300)}); {expected}") from None
         try:
             model.module.load_state_dict(state, strict=True)
         except (RuntimeError, TypeError, AttributeError, KeyError, ValueError) as error:  # not this model's state
-            raise HarnessError(f"{path} does not hold {spec.name}'s weights ({_one_line(error)}); "
+            raise HarnessError(f"{path} does not hold {spec.name}'s weights ({one_line(error, 300)}); "
                                f"{expected} with the matching --model") from None
         return model
 
