@@ -144,8 +144,8 @@ def _decision_inputs(side: Side, spec: ModelSpec, weights: dict, x: np.ndarray) 
     side.backend.set_weights(side.model, weights)
     outputs = side.backend.activations(side.model, x, train=True)
     names = [layer.name for layer in spec.layers]
-    return {name: x if names.index(name) == 0 else outputs[names[names.index(name) - 1]]
-            for name in decision_layers(spec)}
+    inputs = {names[0]: x, **{name: outputs[before] for before, name in zip(names, names[1:])}}
+    return {name: inputs[name] for name in decision_layers(spec)}
 
 
 MODES = {"lockstep": lockstep, "synchronised": synchronised}

@@ -89,14 +89,16 @@ class PyTorchBackend:
 
     @torch.inference_mode()
     def activations(self, model, x: np.ndarray, train: bool = False) -> dict[str, np.ndarray]:
-        kept = {k: v.clone() for k, v in model.module.named_buffers()}  # train mode moves BatchNorm's statistics
+        # A train-mode pass moves BatchNorm's running statistics: keep them to put back.
+        kept = {k: v.clone() for k, v in model.module.named_buffers()} if train else {}
         model.module.train(train)
         value, out = torch.from_numpy(x).to(model.device), {}
         for name, layer in model.module.named_children():
             value = layer(value)
             out[name] = value.cpu().numpy().copy()
         for key, buffer in model.module.named_buffers():
-            buffer.copy_(kept[key])
+            if key in kept:
+                buffer.copy_(kept[key])
         model.module.eval()
         return out
 
