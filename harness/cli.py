@@ -152,8 +152,9 @@ def _parity_lines(frame, failure) -> list[str]:
         if rows.empty:
             continue
         worst = rows.loc[rows["rel"].astype(float).idxmax()]
-        where = f"step {int(worst['step'])}, " if mode in ("lockstep", "synchronised") else ""
-        lines.append(f"{mode:13s} worst rel. diff {float(worst['rel']):.2e} ({where}{worst['param'] or 'all layers'})"
+        where = (f"step {int(worst['step'])}, " if mode in ("lockstep", "synchronised")
+                 else f"{worst['pair']}, " if mode == "forward" else "")
+        lines.append(f"{mode:13s} worst rel. diff {float(worst['rel']):.2e} ({where}{worst['param']})"
                      f"  {'PASS' if rows['passed'].all() else 'FAIL'}{_spread_note(worst)}")
         if "rel_matched" in rows and rows["rel_matched"].notna().any():
             left = rows.loc[rows["rel_matched"].astype(float).idxmax()]
@@ -161,7 +162,8 @@ def _parity_lines(frame, failure) -> list[str]:
                          f"{left['param']}): left once each side is compared with float64 taking its own "
                          f"undecidable decisions")
     if failure:
-        lines.append(f"verdict: FAILED: first divergence in {failure['mode']} at {failure['param']}"
+        pair = f", {failure['pair']}" if failure["mode"] == "forward" else ""
+        lines.append(f"verdict: FAILED: first divergence in {failure['mode']} at {failure['param']}{pair}"
                      f" (max_abs {failure['max_abs']:.2e}, rel {failure['rel']:.2e})")
     else:
         lines.append(f"verdict: PASSED ({len(frame)} checks)")

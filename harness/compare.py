@@ -84,19 +84,33 @@ def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_classes: int) -
     return counts
 
 
+def layer_differences(layer_names: list[str], acts_a: dict[str, np.ndarray], acts_b: dict[str, np.ndarray],
+                      tol: Tolerance) -> list[dict]:
+    """Per layer, in execution order, how far ``a``'s outputs are from ``b``'s.
+
+    Returns:
+        ``{"layer", "max_abs", "rel", "passed"}`` per layer: ``rel`` is max_abs over max |b| (the scale
+        of the layer's output, as weight differences are over max |W|); ``passed`` is ``within(tol)``.
+    """
+    rows = []
+    for name in layer_names:
+        a, b = np.asarray(acts_a[name], np.float64), np.asarray(acts_b[name], np.float64)
+        if a.shape != b.shape:  # e.g. a pooling stride translated wrongly: nothing to subtract
+            rows.append({"layer": name, "max_abs": float("inf"), "rel": float("inf"), "passed": False})
+            continue
+        diff = np.abs(a - b)
+        max_abs = float(np.nanmax(diff)) if np.isfinite(diff).any() else float("nan")
+        scale = float(np.abs(b).max()) if b.size else 0.0
+        rows.append({"layer": name, "max_abs": max_abs, "rel": max_abs / scale if scale else max_abs,
+                     "passed": within(a, b, tol)})
+    return rows
+
+
 def first_divergent_layer(layer_names: list[str], acts_a: dict[str, np.ndarray], acts_b: dict[str, np.ndarray],
                           tol: Tolerance) -> dict | None:
     """The first layer, in execution order, whose outputs differ beyond ``tol``, with the numbers.
 
     Returns:
-        ``{"layer", "max_abs", "max_rel"}`` for the first failing layer, or None if every layer agrees.
+        The ``layer_differences`` row of the first failing layer, or None if every layer agrees.
     """
-    for name in layer_names:
-        a, b = np.asarray(acts_a[name], np.float64), np.asarray(acts_b[name], np.float64)
-        if a.shape != b.shape:  # e.g. a pooling stride translated wrongly: nothing to subtract
-            return {"layer": name, "max_abs": float("inf"), "max_rel": float("inf")}
-        if not within(a, b, tol):
-            diff = np.abs(a - b)
-            return {"layer": name, "max_abs": float(np.nanmax(diff)) if np.isfinite(diff).any() else float("nan"),
-                    "max_rel": float(np.nanmax(diff / (np.abs(b) + REL_FLOOR)))}
-    return None
+    return next((row for row in layer_differences(layer_names, acts_a, acts_b, tol) if not row["passed"]), None)

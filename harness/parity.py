@@ -30,7 +30,7 @@ import numpy as np
 
 from . import parity_reference, reference
 from .backend import Backend, get_backend
-from .compare import first_divergent_layer
+from .compare import layer_differences
 from .parity_rows import (adam_rows, float64_columns, gradient_scales, matched_rel, moment_scales, relative,
                           weight_rows)
 from .config import RunConfig, TrainConfig
@@ -201,10 +201,8 @@ def divergence(a: Side, b: Side, spec: ModelSpec, x: np.ndarray, y: np.ndarray, 
         acts[side.name] = side.backend.activations(side.model, x)
     acts["reference"] = reference.forward(spec, weights, x, collect=True)[1]
     for left, right in ((a.name, b.name), (a.name, "reference"), (b.name, "reference")):
-        found = first_divergent_layer(names, acts[left], acts[right], layer_tol)
-        rows.append({"mode": "forward", "param": found["layer"] if found else "", "pair": f"{left} vs {right}",
-                     "max_abs": found["max_abs"] if found else 0.0, "rel": found["max_rel"] if found else 0.0,
-                     "passed": found is None})
+        rows += [{"mode": "forward", "param": layer.pop("layer"), "pair": f"{left} vs {right}", **layer}
+                 for layer in layer_differences(names, acts[left], acts[right], layer_tol)]
     return rows + _backward_rows(a, b, spec, x, y, weights)
 
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.compare import (confusion_matrix, first_divergent_layer, mcnemar_exact, pair_metrics, trained_pair,
-                             within)
+from harness.compare import (confusion_matrix, first_divergent_layer, layer_differences, mcnemar_exact,
+                             pair_metrics, trained_pair, within)
 from harness.tolerances import Tolerance, tolerance, value
 
 TOL = Tolerance(rtol=1e-4, atol=1e-4)
@@ -78,6 +78,15 @@ def test_first_divergent_layer_names_the_first_failure():
     found = first_divergent_layer(list(acts), broken, acts, TOL)
     assert found["layer"] == "act1" and found["max_abs"] == pytest.approx(1e-2)
     assert first_divergent_layer(list(acts), acts, acts, TOL) is None
+
+
+def test_layer_differences_measure_every_layer_against_its_scale():
+    acts = {"conv1": np.full((2, 3), 4.0), "pool1": np.ones((2, 1))}
+    near = {"conv1": acts["conv1"] + 2e-5, "pool1": np.ones((2, 2))}
+    rows = layer_differences(list(acts), near, acts, TOL)
+    assert [r["layer"] for r in rows] == ["conv1", "pool1"]
+    assert rows[0]["max_abs"] == pytest.approx(2e-5) and rows[0]["rel"] == pytest.approx(5e-6) and rows[0]["passed"]
+    assert rows[1]["rel"] == float("inf") and not rows[1]["passed"]  # a shape changed: nothing to subtract
 
 
 def test_budget_file_values_and_reasons():

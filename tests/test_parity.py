@@ -74,6 +74,11 @@ def test_forward_and_backward_divergence_search_passes(both_backends, name):
     rows = _check(name, 1, [])
     assert {r["mode"] for r in rows} == {"forward", "backward"}
     assert not _failures(rows), _failures(rows)[:3]
+    forward = [r for r in rows if r["mode"] == "forward"]
+    layers = [layer.name for layer in parity.parity_spec(build_model(name, MODELS[name].channels)).layers]
+    assert [r["param"] for r in forward] == layers * 3  # every layer, for each of the three pairs
+    # float32 cannot equal float64 through a whole network: the rows hold measured distances
+    assert all(0 < r["rel"] < 1e-5 for r in forward if r["pair"].endswith("vs reference") and r["param"] == layers[-1])
 
 
 def test_judge_allows_float32_spread_and_no_more():
@@ -97,18 +102,21 @@ def test_vgg11_bn_weight_decay_and_float32_decisions(both_backends):
     rows = _check("vgg11-bn", 2, ["synchronised"], weight_decay=5e-4, learning_rate=0.05)
     assert not _failures(rows), _failures(rows)[:3]
     assert {r["param"] for r in rows if r["mode"] == "synchronised"} >= {"bn1.gamma", "bn1.mean", "bn8.var"}
-    # On this batch one ReLU input of bn5 lies within float32 rounding of 0 and MindSpore's rounding closes
-    # the gate (conv5's gradient moves ~5%); the float64 columns show it, the spread allows it.
+    assert all(r["spread"] == 0 for r in rows if r["param"].endswith((".mean", ".var")))
+    # On the 2-core AMD EPYC one ReLU input of bn5 lies within float32 rounding of 0 on this batch and
+    # MindSpore's rounding closes the gate (conv5's gradient moves ~5%); the float64 columns show it, the
+    # spread allows it. On an AVX-512 Xeon the kernels round so that no decision is that close.
     backward = {r["param"]: r for r in rows if r["mode"] == "backward"}
     undecided = [r for r in backward.values() if r["rel"] > value("step", "update_rel")]
-    assert undecided and all(r["spread"] > 0 for r in undecided)
+    if not undecided:
+        pytest.skip("no decision went different ways on this CPU: nothing to explain")
+    assert all(r["spread"] > 0 for r in undecided)
     assert all(r["rel"] <= r["allowed"] and min(r["rel64_a"], r["rel64_b"]) < 1e-4 for r in undecided)
-    assert all(r["spread"] == 0 for r in rows if r["param"].endswith((".mean", ".var")))
 
 
 @pytest.mark.parametrize("optimizer,learning_rate", [("sgd", 0.01), ("adam", 1e-3)])
 def test_synchronised_differences_beyond_the_budget_are_float32_decisions(both_backends, optimizer, learning_rate):
-    # VGG11-BN on real MNIST at batch 64 (the CLI's defaults): on this 2-core CPU one step's updates (SGD) or
+    # VGG11-BN on real MNIST at batch 64 (the CLI's defaults): on the 2-core AMD EPYC one step's updates (SGD) or
     # moments (Adam) differ by 3e-3 to 5e-2 where the frameworks took ReLU/max-pool decisions within rounding
     # differently. Adam's conv1.bias (an exact cancellation under BatchNorm) failed here before moment_scales.
     config = build_config({"dataset": "mnist-sample", "model": "vgg11-bn", "batch_size": 64, "optimizer": optimizer,
