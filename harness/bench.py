@@ -163,8 +163,8 @@ class Subject:
         if threads is not None:
             bare.set_threads(threads)  # before the first kernel: MindSpore reads it once
         self.threads = bare.threads()
-        self.versions = self.backend.versions()
         self.train_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
+        self.versions = self.backend.versions()  # after the first build: MindSpore settles its ISA cap there
         config = self.config(1, 1)
         decayed = decayed_names(spec, config.train.decay_scope)
         trainer = self.backend.make_trainer(self.train_model, config.train, decayed)

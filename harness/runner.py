@@ -161,6 +161,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: b
     write_json(run_dir / "run.json", info)
     try:
         model = backend.build(spec, device)
+        info["versions"].update(backend.versions())  # some settle at build: MindSpore's oneDNN ISA cap
         backend.set_weights(model, init_weights(spec, config.train.seed))
     except BaseException as error:
         _mark_stopped(run_dir, info, error)
@@ -194,4 +195,5 @@ def resume(run_dir: Path, data_dir: Path | None = None, quiet: bool = False, che
                                            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     write_json(run_dir / "run.json", info)
     model = backend.build(spec, device)
+    info["versions"].update(backend.versions())
     return _train_and_write(config, run_dir, info, dataset, model, spec, quiet, checkpoint_every, checkpoint)

@@ -6,6 +6,11 @@ not depend on the PyTorch backend. Small inputs keep graph compilation the main 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -305,3 +310,29 @@ def test_unknown_device_is_rejected():
 def test_versions_report_the_onednn_isa():
     versions = BACKEND.versions()
     assert versions["mindspore"] and "ONEDNN_MAX_CPU_ISA" in versions
+
+
+_TORCH_CONV = "torch.nn.functional.conv2d(torch.ones(64, 1, 32, 32), torch.ones(6, 1, 5, 5))\n"
+
+
+def _onednn_isas(script: str) -> list[str]:
+    """The ISA each oneDNN in a fresh process reports (ONEDNN_VERBOSE), in the order they start."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent, env={**env, "ONEDNN_VERBOSE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [line.split("isa:", 1)[1] for line in (done.stdout + done.stderr).splitlines() if ",info,cpu,isa:" in line]
+
+
+def test_onednn_isa_cap_reaches_mindspore_only():
+    # MindSpore's oneDNN runs capped at AVX2; PyTorch's own oneDNN, in the same process, picks what it
+    # picks alone (on AVX-512 CPUs the cap once leaked into it: ~35% slower training, other rounding).
+    mixed = _onednn_isas("import os, torch\nfrom backends.mindspore import BACKEND\n"
+                         "from harness.models import build_model\n"
+                         "BACKEND.build(build_model('lenet5', 1), 'cpu')\n"
+                         "assert 'ONEDNN_MAX_CPU_ISA' not in os.environ\n"
+                         "assert BACKEND.versions()['ONEDNN_MAX_CPU_ISA'].startswith('AVX2 (set by the backend')\n"
+                         + _TORCH_CONV)
+    alone = _onednn_isas("import torch\n" + _TORCH_CONV)
+    assert mixed[0] == "Intel AVX2" and len(mixed) == 2 and len(alone) == 1
+    assert mixed[1] == alone[0]

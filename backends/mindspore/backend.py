@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import mindspore as ms
@@ -31,9 +30,6 @@ class MindSporeBackend:
     name = "mindspore"
     checkpoint_suffix = ".ckpt"
 
-    def __init__(self, isa_set_by_backend: bool = False) -> None:
-        self._isa_set_by_backend = isa_set_by_backend
-
     def devices(self) -> list[str]:
         return _devices.usable()
 
@@ -41,10 +37,7 @@ class MindSporeBackend:
         return _devices.resolve(device)
 
     def versions(self) -> dict[str, str]:
-        isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
-        return {"mindspore": ms.__version__, "numpy": np.__version__,
-                "ONEDNN_MAX_CPU_ISA": f"{isa} (set by the backend)" if self._isa_set_by_backend
-                else f"{isa or 'unset'} (from the environment)"}
+        return {"mindspore": ms.__version__, "numpy": np.__version__, "ONEDNN_MAX_CPU_ISA": _devices.isa_note()}
 
     def build(self, spec: ModelSpec, device: str) -> _build.MsModel:
         device = _devices.resolve(device)  # cached: a device that cannot run fails here with its reason

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import mindspore as ms
+import numpy as np
 
 from harness.errors import BackendUnavailable
 
@@ -124,8 +125,41 @@ def activate(device: str) -> None:
     try:
         ms.set_device(TARGETS[kind], index)
     except RuntimeError as error:
-        if current.device_target == TARGETS[kind] and index in (None, current.device_id):
-            return  # ops already ran on the requested device (MindSpore's default, CPU): nothing to change
-        raise BackendUnavailable(
-            f"mindspore already runs on {current.device_target}:{current.device_id} in this process and cannot "
-            f"switch to {device!r} ({str(error).splitlines()[0]}); run each device in its own process") from None
+        # ops already ran on the requested device (MindSpore's default, CPU): nothing to change
+        if current.device_target != TARGETS[kind] or index not in (None, current.device_id):
+            raise BackendUnavailable(
+                f"mindspore already runs on {current.device_target}:{current.device_id} in this process and cannot "
+                f"switch to {device!r} ({str(error).splitlines()[0]}); run each device in its own process") from None
+    if kind == "cpu":
+        pin_cpu_isa()
+
+
+_ISA = "ONEDNN_MAX_CPU_ISA"
+_pinned: dict[str, str] = {}  # "note": what MindSpore's oneDNN runs with, once pin_cpu_isa has run
+
+
+def pin_cpu_isa() -> None:
+    """Caps MindSpore's oneDNN at AVX2 (unless ONEDNN_MAX_CPU_ISA is set) before its first CPU kernel.
+
+    On AVX-512 CPUs MindSpore's bundled oneDNN otherwise trains LeNet5 ~16x slower (PARITY.md;
+    benchmarks/README.md). oneDNN reads the variable once, at its first kernel, and PyTorch's own
+    oneDNN reads the same variable: it is set around one tiny MindSpore convolution only, so PyTorch
+    in the same process keeps its AVX-512 kernels (capped, it ran ~35% slower and rounded differently).
+    """
+    if _pinned:
+        return
+    if _ISA in os.environ:
+        _pinned["note"] = f"{os.environ[_ISA]} (from the environment)"
+        return
+    os.environ[_ISA] = "AVX2"
+    try:
+        ones = ms.Tensor(np.ones((1, 1, 3, 3), np.float32))
+        ms.ops.conv2d(ones, ones).asnumpy()  # MindSpore's oneDNN reads the variable here
+    finally:
+        del os.environ[_ISA]
+    _pinned["note"] = "AVX2 (set by the backend around MindSpore's first CPU kernel)"
+
+
+def isa_note() -> str:
+    """What run.json records of MindSpore's oneDNN ISA cap."""
+    return _pinned.get("note", f"{os.environ.get(_ISA, 'unset')} (no MindSpore CPU kernel pinned yet)")
