@@ -118,19 +118,20 @@ def test_vgg11_bn_weight_decay_and_float32_decisions(both_backends):
 def test_synchronised_differences_beyond_the_budget_are_float32_decisions(both_backends, optimizer, learning_rate):
     # VGG11-BN on real MNIST at batch 64 (the CLI's defaults): on the 2-core AMD EPYC one step's updates (SGD) or
     # moments (Adam) differ by 3e-3 to 5e-2 where the frameworks took ReLU/max-pool decisions within rounding
-    # differently. Adam's conv1.bias (an exact cancellation under BatchNorm) failed here before moment_scales.
+    # differently (step 1); on the AVX-512 Xeon SGD's step 2 differs by 5.7e-3, Adam stays under 1e-3. Adam's conv1.bias (an exact cancellation under BatchNorm) failed here before moment_scales.
     config = build_config({"dataset": "mnist-sample", "model": "vgg11-bn", "batch_size": 64, "optimizer": optimizer,
                            "learning_rate": learning_rate})
     spec, dataset = load_data(config, None)
-    rows = parity.check(config, spec, dataset, ["pytorch", "mindspore"], 1, ["synchronised"], search=False)
+    rows = parity.check(config, spec, dataset, ["pytorch", "mindspore"], 2, ["synchronised"], search=False)
     assert not _failures(rows), _failures(rows)[:3]
     large = [r for r in rows if r["rel"] > 1e-3]
     if not large:
         pytest.skip("no decision went different ways on this CPU: nothing to explain")
-    assert all("rel_matched" in r for r in rows)
+    matched = [r for r in rows if r["step"] in {r["step"] for r in large}]  # steps over the budget get rel_matched
+    assert all("rel_matched" in r for r in matched)
     worst = max(large, key=lambda r: r["rel"])  # conv5: ~all of it is the decisions (3e-3 -> 1e-7 with SGD)
     assert worst["rel_matched"] < 1e-3 * worst["rel"], (worst["param"], worst["rel"], worst["rel_matched"])
-    assert max(r["rel_matched"] for r in rows) < 0.1 * worst["rel"]
+    assert max(r["rel_matched"] for r in matched) < 0.1 * worst["rel"]
 
 
 def test_lockstep_lenet5_twenty_steps(both_backends):
