@@ -7,6 +7,7 @@ User and environment errors (HarnessError, bad flags) print one line and exit
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import fields
@@ -132,17 +133,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return _finish_report(build_report(config, dict(runs), args.data_dir), config, args.reports)
 
 
-def _spread_note(row) -> str:
-    """Says so when a row is over its fixed budget and within it only by float32's spread."""
-    spread = float(row.get("spread", float("nan")))
-    if not spread > 0 or not row.get("passed", False):
+def _allowance_note(row) -> str:
+    """Says so when a row is over its fixed budget and within it only by float32's spread or, in lockstep,
+    by Adam's steps along float32 noise."""
+    spread, noise = (float(row.get(key, 0.0)) for key in ("spread", "noise"))
+    spread, noise = (0.0 if math.isnan(v) else v for v in (spread, noise))  # the column is absent in other modes
+    if not row.get("passed", False) or not (spread > 0 or noise > 0):
         return ""
     factor = value("float32", "spread_factor")
-    budget = float(row["allowed"]) - factor * spread
+    budget = float(row["allowed"]) - factor * spread - noise
     if float(row["rel"]) <= budget:
         return ""
-    return (f" (over the {budget:.0e} budget, under {float(row['allowed']):.1e} = budget + {factor:g} x float32's "
-            f"spread {spread:.1e} from {int(row['undecided'])} ReLU/max-pool decisions float32 cannot make)")
+    parts = [f"{factor:g} x float32's spread {spread:.1e} from {int(row['undecided'])} ReLU/max-pool decisions "
+             "float32 cannot make"] if spread > 0 else []
+    if noise > 0:
+        parts.append(f"{noise:.1e} for Adam's steps along float32 noise (gradients float32 cannot tell from zero)")
+    return f" (over the {budget:.0e} budget, under {float(row['allowed']):.1e} = budget + {' + '.join(parts)})"
 
 
 def _parity_lines(frame, failure) -> list[str]:
@@ -155,7 +161,7 @@ def _parity_lines(frame, failure) -> list[str]:
         where = (f"step {int(worst['step'])}, " if mode in ("lockstep", "synchronised")
                  else f"{worst['pair']}, " if mode == "forward" else "")
         lines.append(f"{mode:13s} worst rel. diff {float(worst['rel']):.2e} ({where}{worst['param']})"
-                     f"  {'PASS' if rows['passed'].all() else 'FAIL'}{_spread_note(worst)}")
+                     f"  {'PASS' if rows['passed'].all() else 'FAIL'}{_allowance_note(worst)}")
         if "rel_matched" in rows and rows["rel_matched"].notna().any():
             left = rows.loc[rows["rel_matched"].astype(float).idxmax()]
             lines.append(f"{'':13s} decision-matched {float(left['rel_matched']):.2e} (step {int(left['step'])}, "

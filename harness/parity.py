@@ -31,8 +31,8 @@ import numpy as np
 from . import parity_reference, reference
 from .backend import Backend, get_backend
 from .compare import layer_differences
-from .parity_rows import (adam_rows, float64_columns, gradient_scales, matched_rel, moment_scales, relative,
-                          weight_rows)
+from .parity_rows import (adam_rows, explained_part, float64_columns, gradient_scales, matched_rel, moment_scales,
+                          relative, scales, weight_rows)
 from .config import RunConfig, TrainConfig
 from .data import Dataset, steps_per_epoch
 from .reference_grad import decision_layers
@@ -97,9 +97,12 @@ def lockstep(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: RunCon
         ref.step(xb, yb, lr)
         explained = _loss_explained(spec, before, xb, yb, abs(loss_a - loss_b))
         wa, wb = a.backend.get_weights(a.model), b.backend.get_weights(b.model)
+        scale = scales(wa, list(spec.param_shapes()))  # weight_rows' scale in lockstep
+        noise = {name: explained_part(wa[name], wb[name], ref.noise.get(name, 0.0)) for name in scale}
         for row in weight_rows("lockstep", step, None, wa, wb, spec, ref.exact.weights, ref.flipped.weights):
             rows.append({**row, "loss_a": loss_a, "loss_b": loss_b, "loss_diff": abs(loss_a - loss_b),
-                         "loss_explained": explained, "undecided": ref.undecided})
+                         "loss_explained": explained, "undecided": ref.undecided,
+                         "noise": relative(noise[row["param"]], scale[row["param"]])})
         before = (wa, wb)
     return rows
 
@@ -207,15 +210,16 @@ def divergence(a: Side, b: Side, spec: ModelSpec, x: np.ndarray, y: np.ndarray, 
 
 
 def judge(rows: list[dict]) -> list[dict]:
-    """Mark each step/tensor row passed or failed: within the budget plus float32's spread (``allowed``),
-    and the loss gap within its budget plus what the two sides' weights explain (lockstep)."""
+    """Mark each step/tensor row passed or failed: within the budget plus float32's spread (``allowed``;
+    in lockstep also plus ``noise``, the part Adam's steps along float32 noise explain), and the loss gap
+    within its budget plus what the two sides' weights explain (lockstep)."""
     factor = value("float32", "spread_factor")
     budgets = {"synchronised": (value("step", "update_rel"), value("step", "loss_abs")),
                "lockstep": (value("lockstep", "weight_rel"), value("lockstep", "loss_abs"))}
     for row in rows:
         if row["mode"] in budgets:
             rel_budget, loss_budget = budgets[row["mode"]]
-            row["allowed"] = rel_budget + factor * row.get("spread", 0.0)
+            row["allowed"] = rel_budget + factor * row.get("spread", 0.0) + row.get("noise", 0.0)
             loss_allowed = loss_budget + row.get("loss_explained", 0.0)
             row["passed"] = row["rel"] <= row["allowed"] and row["loss_diff"] <= loss_allowed
     return rows

@@ -22,8 +22,8 @@ from threadpoolctl import ThreadpoolController
 
 from .config import TrainConfig
 from .reference_grad import backward, cross_entropy, rounding_widths, train_forward
-from .reference_optim import optimizer_step
-from .spec import ModelSpec
+from .reference_optim import AdamRange, optimizer_step
+from .spec import BatchNorm2d, ModelSpec
 from .tolerances import value
 
 Weights = dict[str, np.ndarray]
@@ -161,21 +161,47 @@ def matched_steps(spec: ModelSpec, train: TrainConfig, decay: set[str], weights:
 class LockstepReference:
     """Two float64 trajectories run alongside the backends: exact, and one taking every decision
     float32 cannot make the other way at every step. Their distance is how far apart correct
-    float32 trajectories can drift on these batches (chaos amplifies it step by step)."""
+    float32 trajectories can drift on these batches (chaos amplifies it step by step). With Adam,
+    ``noise`` holds per tensor and element how far the two sides may also part along float32 noise."""
 
     def __init__(self, spec: ModelSpec, train: TrainConfig, decay: set[str], weights: Weights) -> None:
         start = {name: np.asarray(v, dtype=np.float64) for name, v in weights.items()}
         self.spec, self.train, self.decay = spec, train, decay
         self.exact, self.flipped = Trajectory(dict(start)), Trajectory(dict(start))
         self.undecided = 0
+        self.noise: Weights = {}  # absolute, elementwise; see _noise_step
+        self._steps, self._ranges = 0, {name: AdamRange() for name in spec.trainable_names()}
+        self._normalised_by = {f"{layer.name}.bias": f"{after.name}.mean" for layer, after
+                               in zip(spec.layers, spec.layers[1:]) if isinstance(after, BatchNorm2d)}
+        self._momentum = {f"{layer.name}.mean": layer.momentum for layer in spec.layers
+                          if isinstance(layer, BatchNorm2d)}
 
     @single_blas_thread
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> None:
         """Advance both trajectories by one batch."""
-        tape, _, widths = _tapes(self.spec, self.exact.weights, x)
+        tape, rounded, widths = _tapes(self.spec, self.exact.weights, x)
         exact = backward(tape, y)
         other = train_forward(self.spec, self.flipped.weights, x)
         flipped = backward(other, y, widths)
         self.undecided = flipped.flipped
         self.exact.step(self.train, lr, self.decay, exact.grads, tape.buffers)
         self.flipped.step(self.train, lr, self.decay, flipped.grads, other.buffers)
+        self._steps += 1
+        if self.train.optimizer != "sgd":
+            self._noise_step(exact.grads, backward(rounded, y).grads, lr)
+
+    def _noise_step(self, exact: Weights, rounded: Weights, lr: float) -> None:
+        """float32 pins each gradient down only to its error (the harness's own float32 gradient's distance
+        from exact, times ``width_factor``). Where that error is not small against the gradient (every conv
+        bias under train-mode BatchNorm: an exact cancellation, so pure noise; a few weights near zero or
+        near eps), Adam's normalisation makes it a large update difference: the two sides may part by the
+        width of ``AdamRange``'s updates. BatchNorm's running mean averages in the bias before it."""
+        for bias, mean in self._normalised_by.items():  # the batch mean holds the bias from before the step
+            momentum = self._momentum[mean]
+            self.noise[mean] = (1 - momentum) * self.noise.get(mean, 0.0) + momentum * self.noise.get(bias, 0.0)
+        for name, grad in exact.items():
+            error = width_factor() * float(np.abs(rounded[name] - grad).max())
+            if self.train.optimizer == "adam" and name in self.decay:  # L2: the sides' weights enter the gradient
+                error = error + self.train.weight_decay * self.noise.get(name, 0.0)
+            width = self._ranges[name].step(self.train, self._steps, grad - error, grad + error)
+            self.noise[name] = self.noise.get(name, 0.0) + lr * width

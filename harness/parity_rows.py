@@ -31,6 +31,13 @@ def scales(tensors: dict[str, np.ndarray], names) -> dict[str, float]:
     return {n: max(v, TENSOR_FLOOR * model_max) for n, v in largest.items()}
 
 
+def explained_part(a: np.ndarray, b: np.ndarray, allowance) -> float:
+    """How much of ``max |a - b|`` an elementwise ``allowance`` explains: the largest difference less
+    the largest difference left once each element's allowance is taken off."""
+    gap = np.abs(a.astype(np.float64) - b)
+    return float(gap.max() - np.maximum(gap - allowance, 0.0).max()) if gap.size else 0.0
+
+
 def float64_columns(a: np.ndarray, b: np.ndarray, exact: np.ndarray, flipped: np.ndarray, ulp, scale: float) -> dict:
     """Each side's distance from the float64 result (one stored ulp discounted) and float32's spread."""
     def gap(side: np.ndarray) -> float:

@@ -268,7 +268,8 @@ def plot_logit_diffs(logit_diffs: dict[str, np.ndarray], path: Path,
 
 def plot_parity(parity: pd.DataFrame, path: Path, update_rel: float, weight_rel: float) -> Path | None:
     """Lockstep weight drift and synchronised update differences per step, worst tensor per step, log y;
-    with the float64 columns, also what that tensor was allowed (the budget plus float32's spread)."""
+    with the float64 columns, also what that tensor was allowed (the budget plus float32's spread, and in
+    lockstep Adam's steps along float32 noise)."""
     steps = parity[parity["mode"].isin(["lockstep", "synchronised"])] if not parity.empty else parity
     if steps.empty:
         return None
@@ -283,8 +284,9 @@ def plot_parity(parity: pd.DataFrame, path: Path, update_rel: float, weight_rel:
         ax.semilogy(worst.index, worst["loss_diff"].clip(lower=floor), marker=".", color="tab:gray", label="|loss diff|")
         if "allowed" in rows:
             worst_rows = rows.loc[rows.groupby("step")["rel"].idxmax()]
+            noise = "noise" in rows and bool((rows["noise"] > 0).any())
             ax.semilogy(worst_rows["step"], worst_rows["allowed"], ls=":", color="tab:purple",
-                        label="its allowance: budget + float32 spread")
+                        label="its allowance: budget + float32 spread" + (" + Adam's noise steps" if noise else ""))
         ax.axhline(weight_rel if mode == "lockstep" else update_rel, ls="--", color="tab:red", label="budget")
         ax.set(title=f"{mode}", xlabel="step", ylabel="difference (log)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -74,3 +74,42 @@ def optimizer_step(train: TrainConfig, lr: float, decay: set[str], weights: Weig
     if train.optimizer != "sgd":
         new_state["step"] = np.asarray(step)
     return new_weights, new_state
+
+
+def adam_step_bound(train: TrainConfig, step: int) -> float:
+    """The largest ``|update| / lr`` Adam can take at ``step`` (1-based) for any gradient sequence.
+
+    By Cauchy-Schwarz, ``|m| <= (1 - beta1) sqrt(sum_k (beta1^2 / beta2)^k) sqrt(v / (1 - beta2))``;
+    with torch's bias corrections the first step's bound is exactly 1 (eps only lowers it). A
+    gradient that is pure rounding noise therefore moves a weight by up to this times lr, either way.
+    """
+    ratio = train.beta1**2 / train.beta2
+    series = sum(ratio**k for k in range(step))
+    corrections = np.sqrt(1 - train.beta2**step) / (1 - train.beta1**step)
+    return float((1 - train.beta1) * np.sqrt(series / (1 - train.beta2)) * corrections)
+
+
+class AdamRange:
+    """Adam's moments for every gradient sequence within given intervals, elementwise (interval arithmetic).
+
+    Where float32 cannot pin a gradient down (an element within rounding of zero, or near eps),
+    Adam's normalisation turns the rounding into a large update difference; this gives how far
+    apart any two updates from such gradients can be.
+    """
+
+    def __init__(self) -> None:
+        self.m_low = self.m_high = self.v_low = self.v_high = 0.0
+
+    def step(self, train: TrainConfig, step: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Take gradients anywhere in ``[low, high]``; the width of the resulting updates' range, over lr."""
+        b1, b2 = train.beta1, train.beta2
+        self.m_low, self.m_high = b1 * self.m_low + (1 - b1) * low, b1 * self.m_high + (1 - b1) * high
+        square_low = np.where(low * high <= 0, 0.0, np.minimum(low * low, high * high))
+        self.v_low = b2 * self.v_low + (1 - b2) * square_low
+        self.v_high = b2 * self.v_high + (1 - b2) * np.maximum(low * low, high * high)
+        bias1, bias2 = 1 - b1**step, 1 - b2**step
+        small, large = (np.sqrt(v / bias2) + train.eps for v in (self.v_low, self.v_high))
+        top = np.where(self.m_high >= 0, self.m_high / small, self.m_high / large) / bias1
+        bottom = np.where(self.m_low <= 0, self.m_low / small, self.m_low / large) / bias1
+        bound = adam_step_bound(train, step)  # the intervals forget that m and v move together: cap them
+        return np.minimum(top, bound) - np.maximum(bottom, -bound)

@@ -141,6 +141,30 @@ def test_lockstep_lenet5_twenty_steps(both_backends):
     assert len(last) == 10 and max(r["loss_diff"] for r in last) <= 1e-5
 
 
+def test_lockstep_adam_vgg11_bn_allows_float32_noise_and_no_more(both_backends, monkeypatch):
+    """Every conv bias under BatchNorm has an exactly zero gradient, so each framework's is rounding noise
+    and Adam steps it ~lr along the noise: lockstep allows that (``noise``), elementwise, and still fails a
+    wrong Adam (no first bias correction: every decided update 10x too small at step 1)."""
+    import backends.mindspore.step as step
+
+    rows = _check("vgg11-bn", 2, ["lockstep"], search=False, optimizer="adam", learning_rate=1e-3)
+    assert not _failures(rows), _failures(rows)[:3]
+    budget, factor = value("lockstep", "weight_rel"), value("float32", "spread_factor")
+    biases = [r for r in rows if r["param"].startswith("conv") and r["param"].endswith(".bias")]
+    assert len(biases) == 16 and all(r["rel"] > budget + factor * r["spread"] for r in biases)  # noise needed
+    assert all(r["rel"] - r["noise"] <= budget for r in biases)
+    original = step.hyper_values
+
+    def without_bias_correction(train, learning_rate, steps_done):
+        values = original(train, learning_rate, steps_done)
+        return np.array([learning_rate, *values[1:]], dtype=np.float32)
+
+    monkeypatch.setattr(step, "hyper_values", without_bias_correction)
+    failures = _failures(_check("vgg11-bn", 2, ["lockstep"], search=False, optimizer="adam", learning_rate=1e-3))
+    assert failures and failures[0]["step"] == 1
+    assert max(r["rel"] for r in failures) > 50 * max(r["noise"] for r in failures)  # decided tensors: no allowance
+
+
 def test_weight_round_trip_pytorch_mindspore_pytorch(both_backends):
     torch_backend, ms_backend = both_backends
     spec = build_model("vgg11-bn", 3)

@@ -12,7 +12,7 @@ from harness.config import TrainConfig
 from harness.models import MODELS, build_model
 from harness.parity import parity_spec
 from harness.reference_grad import backward, loss_and_gradients, rounding_widths, train_forward
-from harness.reference_optim import optimizer_step
+from harness.reference_optim import AdamRange, adam_step_bound, optimizer_step
 from harness.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
 from harness.weights import init_weights
 from tests.test_reference import _randomise_batch_norm
@@ -186,6 +186,51 @@ def test_optimizer_step_matches_torch_optim(case):
         weights, state = optimizer_step(train, lr, decay, weights, state, grads)
         for name, param in params.items():
             np.testing.assert_allclose(weights[name], param.detach().numpy(), rtol=1e-13, atol=1e-15, err_msg=name)
+
+
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.8, 0.95)])
+def test_adam_step_bound_is_reached_and_never_exceeded(betas):
+    """The bound lockstep allows a noise-directed Adam step: the worst gradient sequence reaches it exactly,
+    random ones (any signs and sizes) stay under it."""
+    train, rng = TrainConfig(optimizer="adam", beta1=betas[0], beta2=betas[1], eps=0.0), np.random.default_rng(1)
+
+    def last_step(grads: list[float]) -> float:
+        weights, state = {"w": np.zeros(1)}, {}
+        for grad in grads:
+            before = weights["w"]
+            weights, state = optimizer_step(train, 1.0, set(), weights, state, {"w": np.array([grad])})
+        return float(abs(weights["w"] - before)[0])
+
+    assert adam_step_bound(train, 1) == pytest.approx(1.0, rel=1e-12)
+    for step in range(1, 8):
+        worst = [(betas[0] / betas[1]) ** (step - i) for i in range(1, step + 1)]  # equality in Cauchy-Schwarz
+        assert last_step(worst) == pytest.approx(adam_step_bound(train, step), rel=1e-12)
+        for _ in range(200):
+            noise = rng.standard_normal(step) * 10.0 ** rng.uniform(-9, 0, step)
+            assert last_step(list(noise)) <= adam_step_bound(train, step) * (1 + 1e-12)
+    assert adam_step_bound(train, 7) > 1.0  # past the first step a sequence can push Adam over lr
+
+
+def test_adam_range_holds_every_update_from_gradients_in_the_intervals():
+    train, rng = TrainConfig(optimizer="adam"), np.random.default_rng(2)
+    centres = np.array([0.0, 2e-9, -3e-8, 1e-7, 5e-3])  # pure noise, near eps, decided
+    error = 2e-8
+    ranges, widths, lowest, highest = AdamRange(), [], None, None
+    trials = [{"w": np.zeros(5)} for _ in range(300)]
+    states: list[dict] = [{} for _ in trials]
+    for step in range(1, 4):
+        widths.append(ranges.step(train, step, centres - error, centres + error))
+        updates = []
+        for k, weights in enumerate(trials):
+            ends = k % 3 == 0  # a third of the trials take the interval's ends only
+            grad = centres + np.where(ends, error * np.sign(rng.uniform(-1, 1, 5)), rng.uniform(-error, error, 5))
+            trials[k], states[k] = optimizer_step(train, 1.0, set(), weights, states[k], {"w": grad})
+            updates.append(trials[k]["w"] - weights["w"])
+        spread = np.ptp(np.array(updates), axis=0)
+        assert np.all(spread <= widths[-1] + 1e-12), (step, spread, widths[-1])
+    # Pure noise moves either way by up to lr (the intervals forget that m and v move together: the bound caps
+    # them); a decided gradient's update barely moves.
+    assert widths[0][0] == pytest.approx(2 * adam_step_bound(train, 1)) and widths[0][-1] < 1e-5
 
 
 def test_imports_no_framework():
