@@ -31,8 +31,8 @@ import numpy as np
 from . import parity_reference, reference
 from .backend import Backend, get_backend
 from .compare import layer_differences
-from .parity_rows import (adam_rows, explained_part, float64_columns, gradient_scales, matched_rel, moment_scales,
-                          relative, scales, weight_rows)
+from .parity_rows import (adam_rows, cancelled_update_scales, explained_part, float64_columns, gradient_scales,
+                          matched_rel, moment_scales, relative, tensor_scales, weight_rows)
 from .config import RunConfig, TrainConfig
 from .data import Dataset, steps_per_epoch
 from .reference_grad import decision_layers
@@ -97,7 +97,7 @@ def lockstep(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: RunCon
         ref.step(xb, yb, lr)
         explained = _loss_explained(spec, before, xb, yb, abs(loss_a - loss_b))
         wa, wb = a.backend.get_weights(a.model), b.backend.get_weights(b.model)
-        scale = scales(wa, list(spec.param_shapes()))  # weight_rows' scale in lockstep
+        scale = tensor_scales(None, wa, spec)  # weight_rows' scale in lockstep
         noise = {name: explained_part(wa[name], wb[name], ref.noise.get(name, 0.0)) for name in scale}
         for row in weight_rows("lockstep", step, None, wa, wb, spec, ref.exact.weights, ref.flipped.weights):
             rows.append({**row, "loss_a": loss_a, "loss_b": loss_b, "loss_diff": abs(loss_a - loss_b),
@@ -125,8 +125,10 @@ def synchronised(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: Ru
         wa, wb = a.backend.get_weights(a.model), b.backend.get_weights(b.model)
         state_a = a.trainer.state()
         moment_scale = {} if config.train.optimizer == "sgd" else moment_scales(state_a, spec, config.train, grads)
+        floors = cancelled_update_scales(grads, lr) if config.train.optimizer == "sgd" else {}
         if config.train.optimizer == "sgd":
-            step_rows = weight_rows("synchronised", step, weights, wa, wb, spec, exact.weights, flipped.weights)
+            step_rows = weight_rows("synchronised", step, weights, wa, wb, spec, exact.weights, flipped.weights,
+                                    floors=floors)
         else:
             step_rows = adam_rows(step, weights, wa, wb, state_a, b.trainer.state(), config.train, lr, decay, spec,
                                   (exact, flipped), moment_scale)
@@ -134,7 +136,7 @@ def synchronised(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: Ru
             taken = [_decision_inputs(side, spec, weights, xb) for side in (a, b)]
             outcomes = parity_reference.matched_steps(spec, config.train, decay, weights, state, xb, yb, lr, taken)
             matched = matched_rel(weights, wa, wb, (state_a, b.trainer.state()), outcomes, spec, config.train,
-                                  moment_scale)
+                                  moment_scale, floors)
             step_rows = [{**row, "rel_matched": matched.get(row["param"], row["rel"])} for row in step_rows]
         rows += [{**row, "loss_a": losses[0], "loss_b": losses[1], "loss_diff": abs(losses[0] - losses[1]),
                   "undecided": grads.undecided} for row in step_rows]

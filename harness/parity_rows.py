@@ -47,7 +47,7 @@ def float64_columns(a: np.ndarray, b: np.ndarray, exact: np.ndarray, flipped: np
 
 
 def weight_rows(mode: str, step: int, before, wa, wb, spec: ModelSpec, exact=None, flipped=None,
-                 own=None) -> list[dict]:
+                 own=None, floors=None) -> list[dict]:
     """Per-tensor differences; for synchronised mode the updates (w - before) are compared.
 
     Weights are stored in float32, so two correct frameworks may round the new weight
@@ -55,10 +55,10 @@ def weight_rows(mode: str, step: int, before, wa, wb, spec: ModelSpec, exact=Non
     ulp (``rel``) and reports it (``max_ulps``), else a tiny update's rounding of a
     large weight would read as a large relative difference. With ``exact`` and
     ``flipped`` (float64 weights after the step) the float64 columns are added,
-    measuring ``own`` (default: ``wa`` and ``wb``) against ``exact``.
+    measuring ``own`` (default: ``wa`` and ``wb``) against ``exact``. ``floors``: see ``tensor_scales``.
     """
     names = list(spec.param_shapes())
-    scale = _update_scales(before, wa, names)
+    scale = tensor_scales(before, wa, spec, floors)
     own_a, own_b = own or (wa, wb)
     rows = []
     for name in names:
@@ -80,8 +80,17 @@ def weight_rows(mode: str, step: int, before, wa, wb, spec: ModelSpec, exact=Non
     return rows
 
 
-def _update_scales(before, wa: dict, names: list[str]) -> dict[str, float]:
-    return scales({n: wa[n].astype(np.float64) - (before[n] if before is not None else 0.0) for n in names}, names)
+def tensor_scales(before, wa: dict, spec: ModelSpec, floors: dict[str, float] | None = None) -> dict[str, float]:
+    """``scales`` of the updates ``wa - before`` (of the weights ``wa`` when ``before`` is None), the
+    trainable tensors and the BatchNorm running statistics apart: a statistic moves ~0.1 x its batch's
+    deviation whatever the learning rate, so a floor shared with it measures the weights on its scale
+    (VGG11-BN, SGD lr 0.01, first step: bn5.mean moves 0.113, conv1.weight at most 0.0038). ``floors``
+    raises single tensors' scales (``cancelled_update_scales``)."""
+    values = {n: wa[n].astype(np.float64) - (before[n] if before is not None else 0.0) for n in spec.param_shapes()}
+    trainable = spec.trainable_names()
+    statistics = [n for n in values if n not in set(trainable)]
+    out = {**scales(values, trainable), **scales(values, statistics)}
+    return {n: max(v, (floors or {}).get(n, 0.0)) for n, v in out.items()}
 
 
 def _stored_ulp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -90,14 +99,14 @@ def _stored_ulp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def matched_rel(before: dict, wa: dict, wb: dict, state: tuple[dict, dict], outcomes: tuple, spec: ModelSpec,
-                train: TrainConfig, moment_scale: dict) -> dict[str, float]:
+                train: TrainConfig, moment_scale: dict, floors: dict[str, float]) -> dict[str, float]:
     """Per tensor (for Adam: per moment and BatchNorm statistic), the difference left once each side is
     measured against float64 taking the side's own undecidable decisions (``parity_reference.matched_steps``):
     ``|(a - b) - (ref_a - ref_b)|`` on ``rel``'s scale, one stored ulp discounted for weights. Where the
     two sides differ only by rounding and by decisions float32 cannot make, this is rounding alone."""
     ref_a, ref_b = outcomes
     names = list(spec.param_shapes())
-    scale = _update_scales(before, wa, names)
+    scale = tensor_scales(before, wa, spec, floors)
     out = {}
     # Adam's weight rows already compare b with torch's formula on b's own moments (no decision in that):
     # for Adam only the moments and BatchNorm's statistics are matched.
@@ -148,6 +157,12 @@ def moment_scales(state: dict, spec: ModelSpec, train: TrainConfig, ref: Gradien
     for name, largest in _cancelled(ref).items():
         out[f"{name}.exp_avg"] = max(out[f"{name}.exp_avg"], (1 - train.beta1) * largest)
     return out
+
+
+def cancelled_update_scales(ref: Gradients, lr: float) -> dict[str, float]:
+    """An SGD step moves a tensor whose gradient is an exact cancellation by lr x rounding of the terms
+    that cancel (see ``gradient_scales``): its update is measured against lr x those terms."""
+    return {name: lr * largest for name, largest in _cancelled(ref).items()}
 
 
 def gradient_scales(ref: Gradients, names: list[str]) -> dict[str, float]:
