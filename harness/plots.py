@@ -287,6 +287,10 @@ def plot_parity(parity: pd.DataFrame, path: Path, update_rel: float, weight_rel:
             noise = "noise" in rows and bool((rows["noise"] > 0).any())
             ax.semilogy(worst_rows["step"], worst_rows["allowed"], ls=":", color="tab:purple",
                         label="its allowance: budget + float32 spread" + (" + Adam's noise steps" if noise else ""))
+            if noise:  # the allowance then tracks the worst row: show what is left once it is taken off
+                left = (rows["rel"] - rows["noise"]).groupby(rows["step"]).max()
+                ax.semilogy(left.index, left.clip(lower=floor), marker=".", color="tab:green",
+                            label="worst tensor less Adam's noise steps")
         ax.axhline(weight_rel if mode == "lockstep" else update_rel, ls="--", color="tab:red", label="budget")
         ax.set(title=f"{mode}", xlabel="step", ylabel="difference (log)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

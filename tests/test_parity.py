@@ -7,6 +7,7 @@ into the MindSpore translation and the gate must name the layer that was broken.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness import parity, reference
@@ -265,3 +266,18 @@ def test_fault_adam_eps_in_mindspores_place_is_caught(both_backends, monkeypatch
     assert (failure["mode"], failure["step"]) == ("synchronised", 1)
     assert max(r["rel"] for r in rows if r["mode"] == "synchronised") > 100 * value("step", "update_rel")
     assert max(r["rel_matched"] for r in rows if r["mode"] == "synchronised") > 100 * value("step", "update_rel")
+
+
+def test_parity_command_writes_csv_plot_and_verdict(both_backends, tmp_path, capsys):
+    from harness.cli import main
+
+    code = main(["parity", "--model", "lenet-tiny", "--dataset", "synthetic", "--limit-train", "64", "--limit-test",
+                 "16", "--batch-size", "8", "--steps", "3", "--optimizer", "adam", "--learning-rate", "1e-3",
+                 "--reports", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "verdict: PASSED" in printed, printed
+    frame = pd.read_csv(tmp_path / "parity.csv")
+    assert set(frame["mode"]) == {"forward", "backward", "lockstep", "synchronised"}
+    lockstep = frame[frame["mode"] == "lockstep"]
+    assert sorted(set(lockstep["step"])) == [1, 2, 3] and (lockstep["noise"] >= 0).all()
+    assert (tmp_path / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
