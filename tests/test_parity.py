@@ -100,10 +100,12 @@ def test_update_scales_keep_weights_and_batchnorm_statistics_apart():
 
     spec = parity.parity_spec(build_model("vgg11-bn", 1))
     before = init_weights(spec, 0)
-    after = {n: v + (1.0 if n.endswith(".mean") else 1e-3 if n.endswith(".weight") else 0.0) for n, v in before.items()}
+    moves = {"mean": 1.0, "weight": 1e-3}  # the biases, gammas, betas and variances stay
+    after = {n: v + moves.get(n.rsplit(".", 1)[1], 0.0) for n, v in before.items()}
     scale = tensor_scales(before, after, spec, {"conv1.bias": 5e-3})
-    assert scale["conv1.weight"] == pytest.approx(1e-3, rel=1e-4) and scale["bn1.mean"] == pytest.approx(1.0, rel=1e-4)
-    assert scale["conv2.bias"] == pytest.approx(1e-4, rel=1e-4)  # 0.1 of the largest trainable update: no update of its own
+    assert scale["conv1.weight"] == pytest.approx(1e-3, rel=1e-4)
+    assert scale["bn1.mean"] == pytest.approx(1.0, rel=1e-4)
+    assert scale["conv2.bias"] == pytest.approx(1e-4, rel=1e-4)  # no update of its own: 0.1 of the largest trainable
     assert scale["conv1.bias"] == 5e-3  # a cancelled gradient's floor (cancelled_update_scales)
 
 

@@ -215,7 +215,7 @@ def test_adam_range_holds_every_update_from_gradients_in_the_intervals():
     train, rng = TrainConfig(optimizer="adam"), np.random.default_rng(2)
     centres = np.array([0.0, 2e-9, -3e-8, 1e-7, 5e-3])  # pure noise, near eps, decided
     error = 2e-8
-    ranges, widths, lowest, highest = AdamRange(), [], None, None
+    ranges, widths = AdamRange(), []
     trials = [{"w": np.zeros(5)} for _ in range(300)]
     states: list[dict] = [{} for _ in trials]
     for step in range(1, 4):
