@@ -31,8 +31,8 @@ import numpy as np
 from . import parity_reference, reference
 from .backend import Backend, get_backend
 from .compare import layer_differences
-from .parity_rows import (adam_rows, cancelled_update_scales, explained_part, float64_columns, gradient_scales,
-                          matched_rel, moment_scales, relative, tensor_scales, weight_rows)
+from .parity_rows import (adam_rows, cancelled_update_scales, float64_columns, gradient_scales, matched_rel,
+                          moment_scales, relative, weight_rows)
 from .config import RunConfig, TrainConfig
 from .data import Dataset, steps_per_epoch
 from .reference_grad import decision_layers
@@ -97,12 +97,10 @@ def lockstep(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: RunCon
         ref.step(xb, yb, lr)
         explained = _loss_explained(spec, before, xb, yb, abs(loss_a - loss_b))
         wa, wb = a.backend.get_weights(a.model), b.backend.get_weights(b.model)
-        scale = tensor_scales(None, wa, spec)  # weight_rows' scale in lockstep
-        noise = {name: explained_part(wa[name], wb[name], ref.noise.get(name, 0.0)) for name in scale}
-        for row in weight_rows("lockstep", step, None, wa, wb, spec, ref.exact.weights, ref.flipped.weights):
+        for row in weight_rows("lockstep", step, None, wa, wb, spec, ref.exact.weights, ref.flipped.weights,
+                               allowance=ref.noise):
             rows.append({**row, "loss_a": loss_a, "loss_b": loss_b, "loss_diff": abs(loss_a - loss_b),
-                         "loss_explained": explained, "undecided": ref.undecided,
-                         "noise": relative(noise[row["param"]], scale[row["param"]])})
+                         "loss_explained": explained, "undecided": ref.undecided})
         before = (wa, wb)
     return rows
 

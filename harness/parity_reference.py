@@ -171,10 +171,8 @@ class LockstepReference:
         self.undecided = 0
         self.noise: Weights = {}  # absolute, elementwise; see _noise_step
         self._steps, self._ranges = 0, {name: AdamRange() for name in spec.trainable_names()}
-        self._normalised_by = {f"{layer.name}.bias": f"{after.name}.mean" for layer, after
-                               in zip(spec.layers, spec.layers[1:]) if isinstance(after, BatchNorm2d)}
-        self._momentum = {f"{layer.name}.mean": layer.momentum for layer in spec.layers
-                          if isinstance(layer, BatchNorm2d)}
+        self._normalised_by = {f"{layer.name}.bias": after for layer, after in zip(spec.layers, spec.layers[1:])
+                               if isinstance(after, BatchNorm2d)}
 
     @single_blas_thread
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> None:
@@ -196,9 +194,10 @@ class LockstepReference:
         bias under train-mode BatchNorm: an exact cancellation, so pure noise; a few weights near zero or
         near eps), Adam's normalisation makes it a large update difference: the two sides may part by the
         width of ``AdamRange``'s updates. BatchNorm's running mean averages in the bias before it."""
-        for bias, mean in self._normalised_by.items():  # the batch mean holds the bias from before the step
-            momentum = self._momentum[mean]
-            self.noise[mean] = (1 - momentum) * self.noise.get(mean, 0.0) + momentum * self.noise.get(bias, 0.0)
+        for bias, norm in self._normalised_by.items():  # the batch mean holds the bias from before the step
+            mean = f"{norm.name}.mean"
+            carried = (1 - norm.momentum) * self.noise.get(mean, 0.0)
+            self.noise[mean] = carried + norm.momentum * self.noise.get(bias, 0.0)
         for name, grad in exact.items():
             error = width_factor() * float(np.abs(rounded[name] - grad).max())
             if self.train.optimizer == "adam" and name in self.decay:  # L2: the sides' weights enter the gradient

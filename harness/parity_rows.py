@@ -31,10 +31,9 @@ def scales(tensors: dict[str, np.ndarray], names) -> dict[str, float]:
     return {n: max(v, TENSOR_FLOOR * model_max) for n, v in largest.items()}
 
 
-def explained_part(a: np.ndarray, b: np.ndarray, allowance) -> float:
-    """How much of ``max |a - b|`` an elementwise ``allowance`` explains: the largest difference less
-    the largest difference left once each element's allowance is taken off."""
-    gap = np.abs(a.astype(np.float64) - b)
+def explained_part(gap: np.ndarray, allowance) -> float:
+    """How much of ``max gap`` an elementwise ``allowance`` explains: the largest difference less the
+    largest difference left once each element's allowance is taken off."""
     return float(gap.max() - np.maximum(gap - allowance, 0.0).max()) if gap.size else 0.0
 
 
@@ -47,7 +46,7 @@ def float64_columns(a: np.ndarray, b: np.ndarray, exact: np.ndarray, flipped: np
 
 
 def weight_rows(mode: str, step: int, before, wa, wb, spec: ModelSpec, exact=None, flipped=None,
-                 own=None, floors=None) -> list[dict]:
+                 own=None, floors=None, allowance=None) -> list[dict]:
     """Per-tensor differences; for synchronised mode the updates (w - before) are compared.
 
     Weights are stored in float32, so two correct frameworks may round the new weight
@@ -56,6 +55,8 @@ def weight_rows(mode: str, step: int, before, wa, wb, spec: ModelSpec, exact=Non
     large weight would read as a large relative difference. With ``exact`` and
     ``flipped`` (float64 weights after the step) the float64 columns are added,
     measuring ``own`` (default: ``wa`` and ``wb``) against ``exact``. ``floors``: see ``tensor_scales``.
+    With ``allowance`` (absolute, elementwise, by tensor) the ``noise`` column is the part of ``rel`` it
+    explains (``explained_part``).
     """
     names = list(spec.param_shapes())
     scale = tensor_scales(before, wa, spec, floors)
@@ -76,6 +77,8 @@ def weight_rows(mode: str, step: int, before, wa, wb, spec: ModelSpec, exact=Non
         if exact is not None:
             row.update(float64_columns(own_a[name], own_b[name], exact[name], flipped[name],
                                         ulp if before is not None else 0.0, scale[name]))
+        if allowance is not None:
+            row["noise"] = relative(explained_part(excess, allowance.get(name, 0.0)), scale[name])
         rows.append(row)
     return rows
 
@@ -88,7 +91,7 @@ def tensor_scales(before, wa: dict, spec: ModelSpec, floors: dict[str, float] | 
     raises single tensors' scales (``cancelled_update_scales``)."""
     values = {n: wa[n].astype(np.float64) - (before[n] if before is not None else 0.0) for n in spec.param_shapes()}
     trainable = spec.trainable_names()
-    statistics = [n for n in values if n not in set(trainable)]
+    statistics = [n for n in values if n not in trainable]
     out = {**scales(values, trainable), **scales(values, statistics)}
     return {n: max(v, (floors or {}).get(n, 0.0)) for n, v in out.items()}
 
