@@ -151,6 +151,14 @@ def _allowance_note(row) -> str:
     return f" (over the {budget:.0e} budget, under {float(row['allowed']):.1e} = budget + {' + '.join(parts)})"
 
 
+def _whose_rounding(row) -> str:
+    """Each side's distance from the float64 step with its own decisions, when the row has them."""
+    sides = [(row.get(f"backend_{side}"), float(row.get(f"rel64_matched_{side}", math.nan))) for side in "ab"]
+    if any(math.isnan(distance) for _, distance in sides):
+        return ""
+    return "; each side from that float64 step: " + ", ".join(f"{name} {distance:.1e}" for name, distance in sides)
+
+
 def _parity_lines(frame, failure) -> list[str]:
     lines = []
     for mode in ("forward", "backward", "lockstep", "synchronised"):
@@ -166,7 +174,7 @@ def _parity_lines(frame, failure) -> list[str]:
             left = rows.loc[rows["rel_matched"].astype(float).idxmax()]
             lines.append(f"{'':13s} decision-matched {float(left['rel_matched']):.2e} (step {int(left['step'])}, "
                          f"{left['param']}): left once each side is compared with float64 taking its own "
-                         f"undecidable decisions")
+                         f"undecidable decisions{_whose_rounding(left)}")
     if failure:
         pair = f", {failure['pair']}" if failure["mode"] == "forward" else ""
         lines.append(f"verdict: FAILED: first divergence in {failure['mode']} at {failure['param']}{pair}"

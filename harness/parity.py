@@ -18,7 +18,8 @@ Every gradient, update and trajectory is also computed in float64 by the harness
 reports both sides' distance from float64 (``rel64_a``, ``rel64_b``) and float32's
 ``spread``, and passes when ``rel <= budget + spread_factor * spread`` (``allowed``).
 A synchronised step over the budget also gets ``rel_matched``: the difference left once each
-side is compared with the float64 step taking that side's own undecidable decisions.
+side is compared with the float64 step taking that side's own undecidable decisions, and each
+side's distance from that step (``rel64_matched_a``, ``rel64_matched_b``): whose rounding it is.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ from .tolerances import tolerance, value
 from .weights import init_weights
 
 DIVERGENCE_BATCH = 16
+# parity.csv's columns, in order (reports/README.md); a mode leaves the ones it has no value for empty.
+COLUMNS = ("mode", "step", "param", "pair", "max_abs", "rel", "passed", "allowed", "rel64_a", "rel64_b", "spread",
+           "undecided", "rel_matched", "rel64_matched_a", "rel64_matched_b", "noise", "max_ulps", "cosine", "loss_a",
+           "loss_b", "loss_diff", "loss_explained", "model", "backend_a", "backend_b")
 
 
 def parity_spec(spec: ModelSpec) -> ModelSpec:
@@ -135,7 +140,8 @@ def synchronised(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: Ru
             outcomes = parity_reference.matched_steps(spec, config.train, decay, weights, state, xb, yb, lr, taken)
             matched = matched_rel(weights, wa, wb, (state_a, b.trainer.state()), outcomes, spec, config.train,
                                   moment_scale, floors)
-            step_rows = [{**row, "rel_matched": matched.get(row["param"], row["rel"])} for row in step_rows]
+            # Adam's weight rows have no decision to match (see adam_rows): rel_matched is their rel.
+            step_rows = [{**row, **matched.get(row["param"], {"rel_matched": row["rel"]})} for row in step_rows]
         rows += [{**row, "loss_a": losses[0], "loss_b": losses[1], "loss_diff": abs(losses[0] - losses[1]),
                   "undecided": grads.undecided} for row in step_rows]
         weights, state = wa, state_a

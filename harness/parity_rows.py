@@ -102,26 +102,33 @@ def _stored_ulp(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def matched_rel(before: dict, wa: dict, wb: dict, state: tuple[dict, dict], outcomes: tuple, spec: ModelSpec,
-                train: TrainConfig, moment_scale: dict, floors: dict[str, float]) -> dict[str, float]:
+                train: TrainConfig, moment_scale: dict, floors: dict[str, float]) -> dict[str, dict[str, float]]:
     """Per tensor (for Adam: per moment and BatchNorm statistic), the difference left once each side is
     measured against float64 taking the side's own undecidable decisions (``parity_reference.matched_steps``):
-    ``|(a - b) - (ref_a - ref_b)|`` on ``rel``'s scale, one stored ulp discounted for weights. Where the
-    two sides differ only by rounding and by decisions float32 cannot make, this is rounding alone."""
+    ``rel_matched`` is ``|(a - b) - (ref_a - ref_b)|`` on ``rel``'s scale, one stored ulp discounted for
+    weights. Where the two sides differ only by rounding and by decisions float32 cannot make, this is
+    rounding alone; ``rel64_matched_a`` and ``_b`` (``|a - ref_a|``, ``|b - ref_b|``) say whose rounding."""
     ref_a, ref_b = outcomes
-    names = list(spec.param_shapes())
     scale = tensor_scales(before, wa, spec, floors)
-    out = {}
     # Adam's weight rows already compare b with torch's formula on b's own moments (no decision in that):
     # for Adam only the moments and BatchNorm's statistics are matched.
     trainable = set(spec.trainable_names()) if train.optimizer != "sgd" else set()
-    for name in (n for n in names if n not in trainable):
-        gap = np.abs(wa[name].astype(np.float64) - wb[name] - (ref_a.weights[name] - ref_b.weights[name]))
-        out[name] = relative(float(np.maximum(gap - _stored_ulp(wa[name], wb[name]), 0.0).max()), scale[name])
+    pairs = {name: (wa[name], wb[name], ref_a.weights[name], ref_b.weights[name], _stored_ulp(wa[name], wb[name]),
+                    scale[name]) for name in spec.param_shapes() if name not in trainable}
     state_a, state_b = state
-    for key, key_scale in moment_scale.items():  # Adam's moments, on adam_rows' scales
-        gap = np.abs(state_a[key].astype(np.float64) - state_b[key] - (ref_a.state[key] - ref_b.state[key]))
-        out[key] = relative(float(gap.max()), key_scale)
-    return out
+    pairs.update({key: (state_a[key], state_b[key], ref_a.state[key], ref_b.state[key], 0.0, key_scale)
+                  for key, key_scale in moment_scale.items()})  # Adam's moments, on adam_rows' scales
+    return {name: _matched_columns(*values) for name, values in pairs.items()}
+
+
+def _matched_columns(a: np.ndarray, b: np.ndarray, ref_a: np.ndarray, ref_b: np.ndarray, ulp, scale: float) -> dict:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+
+    def rel(gap: np.ndarray) -> float:
+        return relative(float(np.maximum(gap - ulp, 0.0).max()), scale)
+
+    return {"rel_matched": rel(np.abs(a - b - (ref_a - ref_b))), "rel64_matched_a": rel(np.abs(a - ref_a)),
+            "rel64_matched_b": rel(np.abs(b - ref_b))}
 
 
 def adam_rows(step: int, before: dict, wa: dict, wb: dict, state_a: dict, state_b: dict, train: TrainConfig,

@@ -269,7 +269,8 @@ def plot_logit_diffs(logit_diffs: dict[str, np.ndarray], path: Path,
 def plot_parity(parity: pd.DataFrame, path: Path, update_rel: float, weight_rel: float) -> Path | None:
     """Lockstep weight drift and synchronised update differences per step, worst tensor per step, log y;
     with the float64 columns, also what that tensor was allowed (the budget plus float32's spread, and in
-    lockstep Adam's steps along float32 noise)."""
+    lockstep Adam's steps along float32 noise), and in synchronised steps over the budget the difference left
+    once decisions are matched."""
     steps = parity[parity["mode"].isin(["lockstep", "synchronised"])] if not parity.empty else parity
     if steps.empty:
         return None
@@ -291,6 +292,10 @@ def plot_parity(parity: pd.DataFrame, path: Path, update_rel: float, weight_rel:
                 left = (rows["rel"] - rows["noise"]).groupby(rows["step"]).max()
                 ax.semilogy(left.index, left.clip(lower=floor), marker=".", color="tab:green",
                             label="worst tensor less Adam's noise steps")
+        if "rel_matched" in rows and rows["rel_matched"].notna().any():  # steps over the budget only
+            matched = rows["rel_matched"].groupby(rows["step"]).max().dropna()
+            ax.semilogy(matched.index, matched.clip(lower=floor), marker="x", ls="", color="tab:green",
+                        label="worst tensor, each side's undecidable decisions matched")
         ax.axhline(weight_rel if mode == "lockstep" else update_rel, ls="--", color="tab:red", label="budget")
         ax.set(title=f"{mode}", xlabel="step", ylabel="difference (log)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

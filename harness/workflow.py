@@ -161,6 +161,7 @@ def run_parity(config: RunConfig, names: list[str], steps: int, modes: list[str]
     rows = parity.check(config, spec, dataset, names, steps, modes)
     frame = pd.DataFrame(rows).assign(model=config.model.model, backend_a=names[0], backend_b=names[1],
                                       **provenance(config))
+    frame = frame.reindex(columns=[*parity.COLUMNS, *(c for c in frame.columns if c not in parity.COLUMNS)])
     ensure_writable_dir(reports_dir, "reports folder")
     with atomic_path(reports_dir / "parity.csv") as tmp:
         frame.to_csv(tmp, index=False)

@@ -77,3 +77,21 @@ def test_parity_summary_says_when_a_pass_rests_on_float32s_spread_or_adams_noise
              "passed": True}  # a lockstep conv bias under BatchNorm with Adam, as read back from parity.csv
     assert _allowance_note(noise) == (" (over the 1e-04 budget, under 3.7e-02 = budget + 3.7e-02 for Adam's steps"
                                       " along float32 noise (gradients float32 cannot tell from zero))")
+
+
+def test_parity_summary_says_whose_rounding_the_decision_matched_difference_is():
+    import pandas as pd
+
+    from harness.cli import _parity_lines
+
+    step = {"mode": "synchronised", "step": 2, "allowed": 1.6e-1, "spread": 8e-2, "undecided": 71, "passed": True,
+            "backend_a": "pytorch", "backend_b": "mindspore"}
+    rows = pd.DataFrame([{**step, "param": "conv6.weight", "rel": 7.9e-2, "rel_matched": 1e-7,
+                          "rel64_matched_a": 5e-8, "rel64_matched_b": 6e-8},
+                         {**step, "param": "conv1.weight", "rel": 2.2e-4, "rel_matched": 2.2e-4,
+                          "rel64_matched_a": 2.2e-4, "rel64_matched_b": 5.4e-6}])
+    matched = _parity_lines(rows, None)[1]
+    assert matched.strip().startswith("decision-matched 2.20e-04 (step 2, conv1.weight)")
+    assert matched.endswith("; each side from that float64 step: pytorch 2.2e-04, mindspore 5.4e-06")
+    adam_weight = rows.assign(rel64_matched_a=float("nan"), rel64_matched_b=float("nan"))  # nothing matched
+    assert _parity_lines(adam_weight, None)[1].endswith("undecidable decisions")

@@ -12,7 +12,7 @@ import pytest
 
 from harness import parity, reference
 from harness.compare import within
-from harness.config import build_config
+from harness.config import TrainConfig, build_config
 from harness.models import MODELS, build_model
 from harness.runner import load_data
 from harness.tolerances import tolerance, value
@@ -107,6 +107,33 @@ def test_update_scales_keep_weights_and_batchnorm_statistics_apart():
     assert scale["bn1.mean"] == pytest.approx(1.0, rel=1e-4)
     assert scale["conv2.bias"] == pytest.approx(1e-4, rel=1e-4)  # no update of its own: 0.1 of the largest trainable
     assert scale["conv1.bias"] == 5e-3  # a cancelled gradient's floor (cancelled_update_scales)
+
+
+def test_decision_matching_says_whose_rounding_is_left():
+    """VGG11-BN's conv1.weight is left 2.2e-4 apart once decisions are matched: PyTorch's rounding, not the port's.
+    Here a's update is 3e-4 of the scale from its own float64 step and b's 1e-5: the columns must say so."""
+    from types import SimpleNamespace
+
+    from harness.parity_rows import matched_rel
+
+    spec = parity.parity_spec(build_model("lenet-tiny", 1))
+    before = {n: v.astype(np.float64) for n, v in init_weights(spec, 0).items()}
+    rng = np.random.default_rng(1)
+    update = {n: rng.uniform(-0.05, 0.05, v.shape) for n, v in before.items()}
+    for values in update.values():
+        values.flat[0] = 0.1  # every tensor's scale
+    ref_a = {n: before[n] + update[n] for n in before}
+    ref_b = {n: ref_a[n] + (n == "conv1.weight") * 2e-3 for n in before}  # b decided one ReLU the other way
+    wa = {n: (ref_a[n] + (n == "conv1.weight") * 3e-5).astype(np.float32) for n in before}
+    wb = {n: (ref_b[n] - (n == "conv1.weight") * 1e-6).astype(np.float32) for n in before}
+    outcomes = (SimpleNamespace(weights=ref_a, state={}), SimpleNamespace(weights=ref_b, state={}))
+    matched = matched_rel(before, wa, wb, ({}, {}), outcomes, spec, TrainConfig(), {}, {})
+    conv1 = matched["conv1.weight"]
+    tol = 1e-6  # weights < 0.5 are stored to 3e-8 (3e-7 of the scale), one ulp of which is discounted
+    assert conv1["rel_matched"] == pytest.approx(3.1e-4, abs=tol)  # b's decision (2e-2 of the scale) matched away
+    assert conv1["rel64_matched_a"] == pytest.approx(3e-4, abs=tol)
+    assert conv1["rel64_matched_b"] == pytest.approx(1e-5, abs=tol)
+    assert max(matched["fc2.weight"].values()) < tol  # float32 storage alone
 
 
 @pytest.mark.parametrize("case", list(OPTIMIZER_CASES))
@@ -279,6 +306,7 @@ def test_parity_command_writes_csv_plot_and_verdict(both_backends, tmp_path, cap
     printed = capsys.readouterr().out
     assert code == 0 and "verdict: PASSED" in printed, printed
     frame = pd.read_csv(tmp_path / "parity.csv")
+    assert list(frame.columns) == [*parity.COLUMNS, "config_hash", "harness_version", "generated_at"]
     assert set(frame["mode"]) == {"forward", "backward", "lockstep", "synchronised"}
     lockstep = frame[frame["mode"] == "lockstep"]
     assert sorted(set(lockstep["step"])) == [1, 2, 3] and (lockstep["noise"] >= 0).all()
