@@ -127,12 +127,12 @@ def synchronised(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: Ru
                                                                    xb, yb, lr)
         wa, wb = a.backend.get_weights(a.model), b.backend.get_weights(b.model)
         state_a = a.trainer.state()
-        moment_scale = {} if config.train.optimizer == "sgd" else moment_scales(state_a, spec, config.train, grads)
-        floors = cancelled_update_scales(grads, lr) if config.train.optimizer == "sgd" else {}
         if config.train.optimizer == "sgd":
+            moment_scale, floors = {}, cancelled_update_scales(grads, lr)
             step_rows = weight_rows("synchronised", step, weights, wa, wb, spec, exact.weights, flipped.weights,
                                     floors=floors)
         else:
+            moment_scale, floors = moment_scales(state_a, spec, config.train, grads), {}
             step_rows = adam_rows(step, weights, wa, wb, state_a, b.trainer.state(), config.train, lr, decay, spec,
                                   (exact, flipped), moment_scale)
         if any(row["rel"] > value("step", "update_rel") for row in step_rows):  # else nothing to explain

@@ -37,10 +37,15 @@ def explained_part(gap: np.ndarray, allowance) -> float:
     return float(gap.max() - np.maximum(gap - allowance, 0.0).max()) if gap.size else 0.0
 
 
+def _beyond_ulp(gap: np.ndarray, ulp, scale: float) -> float:
+    """The largest ``gap`` with ``ulp`` (one stored ulp, or 0) taken off each element, over ``scale``."""
+    return relative(float(np.maximum(gap - ulp, 0.0).max()), scale)
+
+
 def float64_columns(a: np.ndarray, b: np.ndarray, exact: np.ndarray, flipped: np.ndarray, ulp, scale: float) -> dict:
     """Each side's distance from the float64 result (one stored ulp discounted) and float32's spread."""
     def gap(side: np.ndarray) -> float:
-        return relative(float(np.maximum(np.abs(side.astype(np.float64) - exact) - ulp, 0.0).max()), scale)
+        return _beyond_ulp(np.abs(side.astype(np.float64) - exact), ulp, scale)
 
     return {"rel64_a": gap(a), "rel64_b": gap(b), "spread": relative(float(np.abs(flipped - exact).max()), scale)}
 
@@ -123,12 +128,8 @@ def matched_rel(before: dict, wa: dict, wb: dict, state: tuple[dict, dict], outc
 
 def _matched_columns(a: np.ndarray, b: np.ndarray, ref_a: np.ndarray, ref_b: np.ndarray, ulp, scale: float) -> dict:
     a, b = a.astype(np.float64), b.astype(np.float64)
-
-    def rel(gap: np.ndarray) -> float:
-        return relative(float(np.maximum(gap - ulp, 0.0).max()), scale)
-
-    return {"rel_matched": rel(np.abs(a - b - (ref_a - ref_b))), "rel64_matched_a": rel(np.abs(a - ref_a)),
-            "rel64_matched_b": rel(np.abs(b - ref_b))}
+    return {name: _beyond_ulp(np.abs(gap), ulp, scale) for name, gap in
+            (("rel_matched", a - b - (ref_a - ref_b)), ("rel64_matched_a", a - ref_a), ("rel64_matched_b", b - ref_b))}
 
 
 def adam_rows(step: int, before: dict, wa: dict, wb: dict, state_a: dict, state_b: dict, train: TrainConfig,
