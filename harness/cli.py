@@ -10,64 +10,16 @@ import argparse
 import math
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from .backend import backend_names
-from .config import SECTIONS, TOP_LEVEL, build_config, read_recipe, read_settings_file, recipe_names
+from .config import build_config
 from .errors import HarnessError
+from .flags import Parser, add_setting_flags, settings_from_args
 from .tolerances import value
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (exit 2) instead of usage + error."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("allow_abbrev", False)  # `--epoch 3` is a typo to report, not `--epochs 3`
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> None:
-        raise HarnessError(f"{message} (see `{self.prog} --help`)")
-
-
-def _flag_type(annotation: str):
-    if annotation.startswith("bool"):
-        return None
-    return next(t for n, t in (("int", int), ("float", float), ("str", str)) if annotation.startswith(n))
-
-
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig setting (``--batch-size`` ...), default unset so files and recipes show through."""
-    group = parser.add_argument_group("settings (override --recipe and --config)")
-    for cls in SECTIONS.values():
-        for f in fields(cls):
-            flags = [f"--{f.name.replace('_', '-')}"] + (["--lr"] if f.name == "learning_rate" else [])
-            kind = _flag_type(str(f.type))
-            if kind is None:
-                group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-            else:
-                group.add_argument(*flags, dest=f.name, type=kind, default=None, metavar=f.name.upper())
-    for name in TOP_LEVEL:
-        group.add_argument(f"--{name}", dest=name, default=None)
-    parser.add_argument("--recipe", help=f"start from a shipped recipe: {', '.join(recipe_names())}")
-    parser.add_argument("--config", type=Path, help="start from a flat TOML file of settings")
-    parser.add_argument("--data-dir", type=Path, help="where datasets are (default: $HARNESS_DATA_DIR, ./data)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def settings_from_args(args: argparse.Namespace) -> dict:
-    """Flat settings: recipe, then config file, then explicit flags."""
-    settings: dict = {}
-    if args.recipe:
-        settings.update(read_recipe(args.recipe))
-    if args.config:
-        settings.update(read_settings_file(args.config))
-    names = [f.name for cls in SECTIONS.values() for f in fields(cls)] + list(TOP_LEVEL)
-    settings.update({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
-    return settings
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -220,10 +172,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench_report import progress_line, ratio_lines, write_bench
     from .runs import ensure_writable_dir
 
-    for flag, value in (("--repeats", args.repeats), ("--steps", args.steps), ("--warmup", args.warmup),
+    for flag, given in (("--repeats", args.repeats), ("--steps", args.steps), ("--warmup", args.warmup),
                         ("--threads", args.threads)):
-        if value is not None and value < 1:
-            raise HarnessError(f"{flag} {value} must be >= 1")
+        if given is not None and given < 1:
+            raise HarnessError(f"{flag} {given} must be >= 1")
     settings = BenchSettings(_backend_list(args.backends), parse_models(args.models),
                              parse_positive_ints(args.batch_sizes, "--batch-sizes"), args.repeats, args.steps,
                              args.warmup, args.dataset, args.device, args.data_dir, args.threads)
@@ -237,8 +189,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full CLI parser."""
-    parser = _Parser(prog="harness", description="Train one model spec in PyTorch and MindSpore; compare them.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="harness", description="Train one model spec in PyTorch and MindSpore; compare them.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = commands.add_parser("run", help="train one backend and write runs/<run_id>/")
     add_setting_flags(run)
     run.add_argument("--out", type=Path, help="folder for run folders (default runs/)")
@@ -270,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--data-dir", type=Path)
     listing.set_defaults(handler=_cmd_list)
     data = commands.add_parser("data", help="dataset utilities")
-    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
     download = data_commands.add_parser("download", help="download a dataset with torchvision (needs internet)")
     download.add_argument("name")
     download.add_argument("--data-dir", type=Path)

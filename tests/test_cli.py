@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
+from harness.config import TrainConfig
 from tests.conftest import REPO_ROOT
 
 TINY = ["--dataset", "synthetic", "--limit-train", "96", "--limit-test", "32", "--epochs", "2",
@@ -54,6 +55,19 @@ def test_config_file_and_flags_layer_over_a_recipe(tmp_path, capsys):
 def test_bad_flag_through_the_real_entry_point_has_no_traceback(tmp_path):
     done = _harness("run", "--model", "nope", "--out", str(tmp_path))
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_run_help_names_each_default_and_the_choices():
+    done = _harness("run", "--help")
+    text = " ".join(done.stdout.split())  # argparse wraps help lines by terminal width
+    train = TrainConfig()
+    assert done.returncode == 0
+    assert f"--batch-size BATCH_SIZE default: {train.batch_size} " in text
+    assert f"--learning-rate LEARNING_RATE, --lr LEARNING_RATE default: {train.learning_rate} " in text
+    assert f"--schedule SCHEDULE default: {train.schedule}; one of constant, step, cosine, onecycle " in text
+    assert "--activation ACTIVATION default: the model's own; one of relu, tanh, sigmoid " in text
+    assert "--limit-train LIMIT_TRAIN default: all samples " in text
+    assert "--backend BACKEND default: pytorch; one of pytorch, mindspore " in text
 
 
 def test_list_shows_models_datasets_backends():
