@@ -62,7 +62,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
-    schedule: str = "constant"
+    # cosine, not constant: LeNet5 / MNIST / 3 epochs over seeds 0-9 ended 97.99-98.88% at a constant lr and
+    # 98.64-98.99% annealed, and the backends' predictions agreed on 99.10-99.53% vs 99.62-99.85% (README).
+    schedule: str = "cosine"
     step_size: int = 1  # epochs between decays (step)
     gamma: float = 0.1  # decay factor (step)
     min_lr: float = 0.0  # floor (cosine)

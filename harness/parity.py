@@ -67,7 +67,8 @@ class Side:
 def _batches(dataset: Dataset, config: RunConfig, steps: int) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
     t = config.train
     per_epoch = steps_per_epoch(len(dataset.train_y), t.batch_size)
-    rates = learning_rates(replace(t, epochs=-(-steps // per_epoch)), per_epoch)
+    # The run's own schedule (its first `steps` rates); stretched only when parity asks for more steps than it has.
+    rates = learning_rates(replace(t, epochs=max(t.epochs, -(-steps // per_epoch))), per_epoch)
     step, epoch = 0, 0
     while True:
         for xb, yb in dataset.train_batches(t.batch_size, t.seed, epoch, augment=config.data.augment):

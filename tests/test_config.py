@@ -94,7 +94,7 @@ CHANGES = {
     "dataset": "cifar10", "fit": "pad", "augment": True, "limit_train": 100, "limit_test": 50,
     "epochs": 4, "batch_size": 32, "optimizer": "adam", "learning_rate": 0.02, "momentum": 0.8,
     "dampening": 0.1, "nesterov": True, "weight_decay": 5e-4, "decay_scope": "weights", "beta1": 0.8,
-    "beta2": 0.99, "eps": 1e-7, "schedule": "cosine", "step_size": 2, "gamma": 0.5, "min_lr": 1e-4,
+    "beta2": 0.99, "eps": 1e-7, "schedule": "onecycle", "step_size": 2, "gamma": 0.5, "min_lr": 1e-4,
     "pct_start": 0.25, "div_factor": 10.0, "final_div_factor": 100.0, "seed": 1,
 }
 

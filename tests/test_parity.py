@@ -14,7 +14,7 @@ from harness import parity, reference
 from harness.compare import within
 from harness.config import TrainConfig, build_config
 from harness.models import MODELS, build_model
-from harness.runner import load_data
+from harness.runner import execute, load_data
 from harness.tolerances import tolerance, value
 from harness.weights import init_weights
 
@@ -80,6 +80,20 @@ def test_forward_and_backward_divergence_search_passes(both_backends, name):
     assert [r["param"] for r in forward] == layers * 3  # every layer, for each of the three pairs
     # float32 cannot equal float64 through a whole network: the rows hold measured distances
     assert all(0 < r["rel"] < 1e-5 for r in forward if r["pair"].endswith("vs reference") and r["param"] == layers[-1])
+
+
+def test_parity_steps_take_the_runs_own_learning_rates(tmp_path):
+    config = build_config({"backend": "pytorch", "model": "lenet-tiny", "dataset": "synthetic", "limit_train": 96,
+                           "limit_test": 32, "epochs": 3, "batch_size": 32, "schedule": "cosine"})
+    outcome = execute(config, tmp_path, quiet=True)
+    run_rates = pd.read_csv(outcome.run_dir / "metrics.csv").query("kind == 'step'").lr.to_numpy()
+    _, dataset = load_data(config, None)
+    parity_rates = [lr for _, _, lr in parity._batches(dataset, config, 4)]
+    assert len(run_rates) == 9 and parity_rates[3] < 0.8 * parity_rates[0]  # cosine over the run's 9 steps
+    np.testing.assert_allclose(parity_rates, run_rates[:4], rtol=1e-12)
+    # More steps than the run has: the schedule is stretched over whole epochs to cover them.
+    stretched = [lr for _, _, lr in parity._batches(dataset, config, 11)]
+    assert len(stretched) == 11 and stretched[-1] < stretched[-2] < stretched[0]
 
 
 def test_judge_allows_float32_spread_and_no_more():
