@@ -63,7 +63,7 @@ def synthetic_report(verdict: str = "failed") -> Report:
                               for b, e in evaluators for t in range(10) for p in range(10)])
     per_class = pd.DataFrame([{"backend": b, "evaluator": e, "class_index": c, "class_name": str(c), "n": 20,
                                "correct": 18, "accuracy": 0.9} for b, e in evaluators for c in range(10)])
-    speed = pd.DataFrame([{"backend": "pytorch", "model": "lenet5", "phase": "train", "images_per_s": 900.0,
+    speed = pd.DataFrame([{"backend": "pytorch", "model": "lenet5", "phase": "train", "images_per_s": 16570.3,
                            "ratio_to_pytorch": 1.0}])
     diffs = {"pytorch:native vs pytorch:onnxruntime": np.concatenate([np.zeros(50), rng.exponential(3e-7, 1950)]),
              "mindspore[pytorch weights] vs reference:float64[pytorch weights]": rng.exponential(1e-4, 2000)}
@@ -118,6 +118,7 @@ def test_summary_lists_failures_first_with_layer_and_relative_links(written):
     assert "**ERROR**" in rows[1] and "Unsupported op \\| Foo" in rows[1]  # pipes escaped
     assert "**PASS**" in rows[2]
     assert "| 97.50% | 97.00% | +0.50pp | [-0.20, +1.20]pp | 4/3 |" in text
+    assert "| pytorch | lenet5 | train | 16,570 | 1.00× |" in text  # a rate, not 1.657e+04
     for name in PLOTS + ["agreement.csv", "runs.csv"]:
         assert f"]({name})" in text
     assert str(folder) not in text
