@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.bench import PHASES, default_counts, make_plan, measure
+from harness.bench import PHASES, SETTINGS, default_counts, make_plan, measure
 from harness.bench_report import add_ratios
 from harness.cli import main
 from harness.config import build_config
 from harness.errors import HarnessError
+from harness.schedule import learning_rates
 from harness.workflow import _speed_table
 
 pytest.importorskip("torch")
@@ -40,6 +41,12 @@ def test_bench_writes_every_phase_with_positive_speeds_and_ratios(tmp_path, caps
     assert (frame.peak_rss_mib > 0).all()
     assert "torch" in json.loads(frame.versions[0])
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_harness_loop_takes_the_bare_loops_fixed_rate():
+    # The bare loops step torch's / MindSpore's SGD at one rate; the run default (cosine) would differ.
+    config = build_config({"model": "lenet5", "batch_size": 8, "epochs": 3, **SETTINGS})
+    assert (learning_rates(config.train, 5) == SETTINGS["learning_rate"]).all()
 
 
 @pytest.mark.parametrize("flags", [["--batch-sizes", "0"], ["--batch-sizes", "8,x"], ["--models", "lenet9"],

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from harness.config import RunConfig, build_config, config_from_json, read_settings_file, valid_keys
+from harness.config import (RunConfig, build_config, config_from_json, read_recipe, read_settings_file, recipe_names,
+                            valid_keys)
 from harness.errors import HarnessError
 
 
@@ -142,3 +143,10 @@ def test_settings_file_errors(tmp_path):
     bad.write_text("epochs = = 3\n")
     with pytest.raises(HarnessError, match="cannot read config file .*bad.toml.*expected flat TOML keys"):
         read_settings_file(bad)
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_builds_and_names_its_schedule(name):
+    settings = read_recipe(name)
+    assert "schedule" in settings  # a recipe keeps its tutorial's schedule when the harness default changes
+    assert build_config(settings).train.schedule == settings["schedule"]
