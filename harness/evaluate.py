@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from .errors import HarnessError
 from .loop import EVAL_BATCH_SIZE
 from .onnxcheck import graph_summary
 from .runs import read_run_config, read_run_info
-from .spec import ModelSpec
-from .tolerances import tolerance, value
+from .spec import Activation, ModelSpec, Pool
+from .tolerances import Tolerance, tolerance, value
 from .weights import load_weights
 
 REFERENCE_IMAGES_BIG_MODEL = 512  # float64 numpy VGG11 is slow: a fixed subset suffices as a referee
@@ -90,10 +91,7 @@ class Matrix:
         row = {"kind": "same-weights", "evaluator_a": name_a, "evaluator_b": name_b,
                **pair_metrics(a, b, tol), "status": "ok"}
         if not row["passed"] and divergence is not None:
-            found = divergence()
-            row["first_divergent_layer"] = (f"{found['layer']} (max_abs {found['max_abs']:.2e})" if found
-                                            else "none when recomputed from weights.npz: the saved logits "
-                                                 "do not come from these weights")
+            row["first_divergent_layer"] = divergence(_worst_images(a, b, tol))
         self.rows.append(row)
         self.diffs[f"{name_a} vs {name_b}"] = np.abs(a.astype(np.float64) - b).ravel()
 
@@ -113,10 +111,46 @@ def _reference_count(spec: ModelSpec, n: int) -> int:
     return min(n, REFERENCE_IMAGES_BIG_MODEL) if spec.num_params > BIG_MODEL_PARAMS else n
 
 
-def _layer_divergence(spec: ModelSpec, x: np.ndarray, reference_acts, candidate_acts):
-    """A deferred first-divergent-layer search (only run for failed pairs)."""
-    names = [layer.name for layer in spec.layers]
-    return lambda: first_divergent_layer(names, candidate_acts(x), reference_acts(x), tolerance("layer"))
+def _worst_images(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> np.ndarray:
+    """Indices of the DIVERGENCE_IMAGES images whose logits exceed ``tol`` the most (NaN first)."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    excess = np.abs(a64 - b64) - (tol.atol + tol.rtol * np.abs(b64))
+    excess[~np.isfinite(excess)] = np.inf
+    return np.sort(np.argsort(-excess.max(axis=1), kind="stable")[:DIVERGENCE_IMAGES])
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side of a pair for the layer search: its evaluator name and its per-layer outputs."""
+
+    name: str
+    acts: Callable[[np.ndarray], dict[str, np.ndarray]]
+    float64: bool = False  # the reference: exact by definition, no own error to look for
+
+
+def _layer_divergence(spec: ModelSpec, weights: dict, x: np.ndarray, candidate: _Side, referee: _Side):
+    """A deferred search (only run for failed pairs) over the images it is given: the first layer
+    beyond the layer tolerance and, when that is not where it starts, the layer with the largest
+    own error (its float32 output against float64 of its own input)."""
+    names, tol = [layer.name for layer in spec.layers], tolerance("layer")
+    kinds = {layer.name: layer.kind for layer in spec.layers if isinstance(layer, (Activation, Pool))}
+
+    def search(rows: np.ndarray) -> str:
+        xs = x[rows]
+        acts = {side.name: side.acts(xs) for side in (candidate, referee)}
+        found = first_divergent_layer(names, acts[candidate.name], acts[referee.name], tol)
+        if found is None:
+            return "none when recomputed from weights.npz: the saved logits do not come from these weights"
+        own = max(({**row, "side": side.name} for side in (candidate, referee) if not side.float64
+                   for row in reference.own_errors(spec, weights, xs, acts[side.name], tol.atol, tol.rtol)),
+                  key=lambda row: row["ratio"])
+        text = f"{found['layer']} (max_abs {found['max_abs']:.2e})"
+        if own["layer"] == found["layer"]:
+            return text
+        kind = kinds.get(own["layer"])
+        return (f"{text}; largest own error: {own['layer']}{f' ({kind})' if kind else ''} in {own['side']}, "
+                f"{own['max_abs']:.2e} from float64 on its own input")
+    return search
 
 
 def _same_weights(m: Matrix, name: str, run: LoadedRun, others: dict) -> None:
@@ -126,23 +160,23 @@ def _same_weights(m: Matrix, name: str, run: LoadedRun, others: dict) -> None:
     count = _reference_count(spec, len(x))
     ref = reference.predict(spec, run.weights, x[:count])
     ref_name = f"reference:float64[{name} weights]"
-    ref_acts = lambda xs: reference.forward(spec, run.weights, xs, collect=True)[1]  # noqa: E731
+    referee = _Side(ref_name, lambda xs: reference.forward(spec, run.weights, xs, collect=True)[1], float64=True)
     own_backend = get_backend(name)
     own_model = own_backend.build(spec, "cpu")
     own_backend.set_weights(own_model, run.weights)
-    own_acts = lambda xs: own_backend.activations(own_model, xs)  # noqa: E731
-    few = x[:DIVERGENCE_IMAGES]
+    own = _Side(f"{name}:native", lambda xs: own_backend.activations(own_model, xs))
+    search = lambda candidate, against: _layer_divergence(spec, run.weights, x, candidate, against)  # noqa: E731
     m.add_pair(f"{name}:onnxruntime", onnx, f"{name}:native", native, "onnx")
-    m.add_pair(f"{name}:native", native[:count], ref_name, ref, "reference", _layer_divergence(spec, few, ref_acts, own_acts))
+    m.add_pair(f"{name}:native", native[:count], ref_name, ref, "reference", search(own, referee))
     m.add_pair(f"{name}:onnxruntime", onnx[:count], ref_name, ref, "reference")
     for other_name, other in others.items():
         model = other.build(spec, "cpu")
         other.set_weights(model, run.weights)
         cross = other.predict(model, x, EVAL_BATCH_SIZE)
-        other_acts = lambda xs, o=other, mo=model: o.activations(mo, xs)  # noqa: E731
         label = f"{other_name}[{name} weights]"
-        m.add_pair(label, cross, f"{name}:native", native, "cross", _layer_divergence(spec, few, own_acts, other_acts))
-        m.add_pair(label, cross[:count], ref_name, ref, "reference", _layer_divergence(spec, few, ref_acts, other_acts))
+        cross_side = _Side(label, lambda xs, o=other, mo=model: o.activations(mo, xs))
+        m.add_pair(label, cross, f"{name}:native", native, "cross", search(cross_side, own))
+        m.add_pair(label, cross[:count], ref_name, ref, "reference", search(cross_side, referee))
 
 
 def _trained_rows(m: Matrix, runs: dict[str, LoadedRun]) -> None:

@@ -192,3 +192,38 @@ def predict(spec: ModelSpec, weights: Weights, x: np.ndarray, batch_size: int = 
     weights64 = {name: _f64(weights, name) for name in spec.param_shapes()}  # convert once, not per chunk
     chunks = [forward(spec, weights64, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros((0, spec.num_classes))
+
+
+def own_errors(spec: ModelSpec, weights: Weights, x: np.ndarray, outputs: dict[str, np.ndarray],
+               atol: float, rtol: float) -> list[dict]:
+    """Each layer's own error in a float32 forward pass: its output against this layer in float64
+    applied to the same pass's input to it, so upstream differences do not count.
+
+    A difference that builds up through the layers may cross a tolerance only at the logits; the
+    layer with the largest own error is where it enters.
+
+    Args:
+        spec: the model.
+        weights: the weights the pass ran with.
+        x: the pass's input images.
+        outputs: that pass's output of every layer, by layer name.
+        atol, rtol: the scale each error is measured on (``ratio``).
+
+    Returns:
+        ``{"layer", "max_abs", "ratio"}`` per layer in execution order, ``ratio`` = max of
+        ``|own error| / (atol + rtol |float64|)``; stops after a layer whose shape is wrong (ratio inf).
+    """
+    rows, inputs = [], np.asarray(x, np.float64)
+    for layer in spec.layers:
+        out = np.asarray(outputs[layer.name], np.float64)
+        exact = apply_layer(layer, weights, inputs)
+        if exact.shape != out.shape:
+            rows.append({"layer": layer.name, "max_abs": float("inf"), "ratio": float("inf")})
+            break
+        error = np.abs(out - exact)
+        error[~np.isfinite(error)] = np.inf  # a NaN is the largest error there is
+        ratio = error / (atol + rtol * np.abs(exact))
+        rows.append({"layer": layer.name, "max_abs": float(error.max(initial=0.0)),
+                     "ratio": float(np.nan_to_num(ratio, nan=np.inf).max(initial=0.0))})
+        inputs = out
+    return rows

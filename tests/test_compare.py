@@ -9,7 +9,12 @@ import pytest
 
 from harness.compare import (confusion_matrix, first_divergent_layer, layer_differences, mcnemar_exact,
                              pair_metrics, trained_pair, within)
+from harness.evaluate import DIVERGENCE_IMAGES, _layer_divergence, _Side, _worst_images
+from harness.models import build_model
+from harness.reference import forward
 from harness.tolerances import Tolerance, tolerance, value
+from harness.weights import init_weights
+from tests.test_reference import _forward_with_error
 
 TOL = Tolerance(rtol=1e-4, atol=1e-4)
 
@@ -87,6 +92,32 @@ def test_layer_differences_measure_every_layer_against_its_scale():
     assert [r["layer"] for r in rows] == ["conv1", "pool1"]
     assert rows[0]["max_abs"] == pytest.approx(2e-5) and rows[0]["rel"] == pytest.approx(5e-6) and rows[0]["passed"]
     assert rows[1]["rel"] == float("inf") and not rows[1]["passed"]  # a shape changed: nothing to subtract
+
+
+def test_divergence_search_looks_at_the_worst_images():
+    b = np.zeros((20, 3))
+    a = b.copy()
+    a[3, 1], a[10, 0], a[7, 2] = 1e-3, 5e-2, np.nan
+    worst = _worst_images(a, b, TOL)
+    assert len(worst) == DIVERGENCE_IMAGES and list(worst) == sorted(worst) and {3, 7, 10} <= set(worst)
+
+
+def test_divergence_search_names_where_a_difference_enters():
+    spec = build_model("lenet5-lecun")
+    weights = init_weights(spec, seed=0)
+    x = np.random.default_rng(0).standard_normal((16, *spec.input_shape)).astype(np.float32)
+    referee = _Side("reference:float64", lambda xs: forward(spec, weights, xs, collect=True)[1], float64=True)
+
+    def search(error: float) -> str:  # a side whose act1 (tanh) is off by `error`, carried downstream
+        side = _Side("fake:native", lambda xs: _forward_with_error(spec, weights, xs, "act1", error))
+        return _layer_divergence(spec, weights, x, side, referee)(np.arange(8))
+
+    # Under act1's tolerance there, but conv2 sums 150 such inputs and crosses its own.
+    grown = search(9e-5)
+    assert grown.startswith("conv2 (max_abs ")
+    assert grown.endswith("; largest own error: act1 (tanh) in fake:native, 9.00e-05 from float64 on its own input")
+    assert search(2e-4) == "act1 (max_abs 2.00e-04)"  # beyond tolerance where it enters: nothing to add
+    assert search(0.0).startswith("none when recomputed")
 
 
 def test_budget_file_values_and_reasons():

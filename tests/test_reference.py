@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness.models import MODELS, build_model
-from harness.reference import apply_layer, forward, predict
+from harness.reference import apply_layer, forward, own_errors, predict
 from harness.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
 from harness.weights import init_weights
 
@@ -132,6 +132,38 @@ def test_sigmoid_keeps_relative_precision_far_out():
     assert y[0] == 0.0 and y[2] == 0.5
     assert abs(y[1] / (1 / (1 + math.exp(30.0))) - 1) < 1e-14  # ~9.4e-14: tanh form would lose ~4 digits
     assert abs((1 - y[3]) / (1 - 1 / (1 + math.exp(-30.0))) - 1) < 1e-2
+
+
+def _forward_with_error(spec: ModelSpec, weights: dict, x: np.ndarray, layer_name: str, error: float) -> dict:
+    """Every layer's float64 output, with ``error`` added to one layer's output and carried downstream."""
+    out, outputs = x.astype(np.float64), {}
+    for layer in spec.layers:
+        out = apply_layer(layer, weights, out) + (error if layer.name == layer_name else 0.0)
+        outputs[layer.name] = out
+    return outputs
+
+
+def test_own_errors_count_each_layers_own_error_only():
+    spec = build_model("lenet5-lecun")
+    weights, x = init_weights(spec, seed=0), _inputs(spec, 3)
+    outputs = _forward_with_error(spec, weights, x, "act2", 3e-5)
+    rows = own_errors(spec, weights, x, outputs, atol=1e-4, rtol=1e-4)
+    assert [row["layer"] for row in rows] == [layer.name for layer in spec.layers]
+    by_layer = {row["layer"]: row for row in rows}
+    assert by_layer["act2"]["max_abs"] == pytest.approx(3e-5, rel=1e-9)
+    assert 3e-5 / (1e-4 + 1e-4 * 1.0) <= by_layer["act2"]["ratio"] <= 0.3 + 1e-9  # |tanh| <= 1
+    # downstream layers get the error in their input, which is theirs: their own error stays at rounding
+    assert max(row["max_abs"] for name, row in by_layer.items() if name != "act2") < 1e-12
+
+
+def test_own_errors_stop_at_a_layer_of_the_wrong_shape():
+    spec = build_model("lenet-tiny")
+    weights, x = init_weights(spec, seed=0), _inputs(spec, 2)
+    outputs = forward(spec, weights, x, collect=True)[1]
+    pooled = spec.layers[2].name
+    outputs[pooled] = outputs[pooled][:, :, :-1]  # as a pooling stride translated wrongly would give
+    rows = own_errors(spec, weights, x, outputs, atol=1e-4, rtol=1e-4)
+    assert len(rows) == 3 and rows[-1]["ratio"] == math.inf and rows[0]["max_abs"] == 0.0
 
 
 def test_bad_input_or_weights_raise():
