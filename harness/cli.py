@@ -66,23 +66,33 @@ def _finish_report(report, config, reports_dir: Path) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .runs import read_run_info
-    from .workflow import build_report, check_comparable, obtain_runs
+    from .workflow import build_report, check_comparable, obtain_control, obtain_runs, saved_controls
 
     if args.runs:
         config = check_comparable(args.runs)
         runs = {read_run_info(run_dir)["backend"]: run_dir for run_dir in args.runs}
+        # Controls that an earlier compare left beside the given folders (they are never trained here).
+        controls = saved_controls(config, list(runs), args.runs[0].parent) if args.control else {}
     else:
         config = build_config(settings_from_args(args))
-        runs = obtain_runs(config, _backend_list(args.backends), args.out, args.fresh, args.data_dir, args.quiet)
-    return _finish_report(build_report(config, runs, args.data_dir), config, args.reports)
+        backends = _backend_list(args.backends)
+        runs = obtain_runs(config, backends, args.out, args.fresh, args.data_dir, args.quiet)
+        trained = [name for name in backends if isinstance(runs[name], Path)]
+        control = obtain_control(config, trained[0], args.out, args.fresh, args.data_dir, args.quiet) \
+            if args.control and len(trained) > 1 else None  # a control serves a pair of trained runs
+        if isinstance(control, str):
+            print(f"note: no control run ({control}); trained pairs keep the fixed top-1 floor")
+        controls = {trained[0]: control} if isinstance(control, Path) else {}
+    return _finish_report(build_report(config, runs, args.data_dir, controls), config, args.reports)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .workflow import build_report, check_comparable, latest_runs_by_backend
+    from .workflow import build_report, check_comparable, latest_runs_by_backend, saved_controls
 
     runs = latest_runs_by_backend(args.runs)
     config = check_comparable(list(runs.values()))
-    return _finish_report(build_report(config, dict(runs), args.data_dir), config, args.reports)
+    controls = saved_controls(config, list(runs), args.runs)
+    return _finish_report(build_report(config, dict(runs), args.data_dir, controls), config, args.reports)
 
 
 def _allowance_note(row) -> str:
@@ -205,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--reports", type=Path, default=Path("reports"), help="where the report goes")
     compare.add_argument("--fresh", action="store_true", help="train again even if a matching run exists")
     compare.add_argument("--runs", type=Path, nargs="+", help="compare these run folders instead of training")
+    compare.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
+                         help="also train the first backend from initial weights one float32 step away, "
+                              "so trained pairs are judged against what float32 noise alone does (default on)")
     compare.set_defaults(handler=_cmd_compare)
     parity = commands.add_parser("parity", help="step-level parity of two backends and the first divergent layer")
     add_setting_flags(parity)

@@ -33,6 +33,7 @@ class ModelChoice:
     activation: str | None = None  # None: the model's own
     pool: str | None = None
     init: str = "default"
+    init_ulps: int = 0  # float32 steps added to every initial trainable value (compare's control run)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,9 @@ def validate(config: RunConfig) -> None:
     _require(0 < t.pct_start < 1 and t.div_factor > 0 and t.final_div_factor > 0,
              "onecycle needs 0 < pct_start < 1, div_factor > 0, final_div_factor > 0")
     _require(d.fit in FITS, f"unknown fit {d.fit!r}; expected one of: {', '.join(FITS)}")
+    # A control needs one step; hundreds would only cost time (one nextafter pass each).
+    _require(0 <= config.model.init_ulps <= 100, f"init_ulps={config.model.init_ulps} is out of range; "
+             "expected 0..100 (float32 steps added to the initial weights)")
     for key in ("limit_train", "limit_test"):
         value = getattr(d, key)
         _require(value is None or value >= 1, f"{key}={value} must be >= 1")

@@ -179,16 +179,27 @@ def _same_weights(m: Matrix, name: str, run: LoadedRun, others: dict) -> None:
         m.add_pair(label, cross[:count], ref_name, ref, "reference", search(cross_side, referee))
 
 
-def _trained_rows(m: Matrix, runs: dict[str, LoadedRun]) -> None:
+def _shared_predictions(run_a: LoadedRun, run_b: LoadedRun) -> float:
+    return float(np.mean(run_a.predictions["logits_native"].argmax(1) == run_b.predictions["logits_native"].argmax(1)))
+
+
+def _trained_rows(m: Matrix, runs: dict[str, LoadedRun], controls: dict[str, LoadedRun]) -> None:
+    """Accuracy band and prediction agreement of every pair of trained runs. Where run a has a control
+    (a's config from initial weights one float32 step away), the agreement floor follows how much that
+    alone changes a's predictions."""
     names = list(runs)
     band, min_agree = value("trained", "accuracy_band"), value("trained", "min_top1_agree")
     for i, a in enumerate(names):
+        control = _shared_predictions(runs[a], controls[a]) if a in controls else float("nan")
+        factor = value("trained", "control_factor")
+        floor = min_agree if np.isnan(control) else min(min_agree, 1 - factor * (1 - control))
         for b in names[i + 1:]:
             stats = trained_pair(runs[a].predictions["logits_native"], runs[b].predictions["logits_native"],
                                  m.dataset.test_y)
-            passed = abs(stats["accuracy_delta"]) <= band and stats["top1_agree"] >= min_agree
+            passed = abs(stats["accuracy_delta"]) <= band and stats["top1_agree"] >= floor
             m.rows.append({"kind": "trained", "evaluator_a": f"{a}:native", "evaluator_b": f"{b}:native",
-                           **stats, "passed": passed, "status": "ok"})
+                           **stats, "control_top1_agree": control, "min_top1_agree": floor, "passed": passed,
+                           "status": "ok"})
 
 
 def _run_row(name: str, run: LoadedRun | str) -> dict:
@@ -211,13 +222,15 @@ def _curve_rows(name: str, run: LoadedRun) -> pd.DataFrame:
     return run.metrics.assign(backend=name, run_id=run.info["run_id"])
 
 
-def evaluate(spec: ModelSpec, dataset: Dataset, runs: dict[str, LoadedRun | str]) -> tuple[dict, dict]:
+def evaluate(spec: ModelSpec, dataset: Dataset, runs: dict[str, LoadedRun | str],
+             controls: dict[str, LoadedRun] | None = None) -> tuple[dict, dict]:
     """The whole matrix for runs of one config.
 
     Args:
         spec: the model all runs share.
         dataset: the prepared test data all runs were evaluated on.
         runs: backend name -> its loaded run, or the error message of a backend that failed.
+        controls: backend name -> its control run (``init_ulps`` one higher), where one was trained.
 
     Returns:
         (tables by report name, |difference| arrays by pair label).
@@ -228,7 +241,7 @@ def evaluate(spec: ModelSpec, dataset: Dataset, runs: dict[str, LoadedRun | str]
         others = {o: get_backend(o) for o in ok if o != name}
         _same_weights(m, name, run, others)
         m.add_classes(name, f"{name}:native", run.predictions["logits_native"])
-    _trained_rows(m, ok)
+    _trained_rows(m, ok, controls or {})
     for name, run in runs.items():
         if isinstance(run, str):
             m.rows.append({"kind": "run", "evaluator_a": f"{name}:native", "status": "error", "error": run,

@@ -250,7 +250,7 @@ def check(config: RunConfig, spec: ModelSpec, dataset: Dataset, names: list[str]
     sides = [Side(n, get_backend(n), None) for n in names]
     for side in sides:
         side.model = side.backend.build(spec, side.backend.resolve_device(config.device))
-    weights = init_weights(spec, config.train.seed)
+    weights = init_weights(spec, config.train.seed, config.model.init_ulps)
     rows = divergence(*sides, spec, *divergence_batch(dataset), weights) if search else []
     for mode in modes:
         rows += judge(MODES[mode](*sides, spec, dataset, config, steps, weights))

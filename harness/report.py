@@ -25,7 +25,7 @@ COLUMNS: dict[str, list[str]] = {name: columns.split() for name, columns in {
             "train_seconds images_per_s infer_native_images_per_s infer_onnx_images_per_s versions status error",
     "agreement": "model dataset kind evaluator_a evaluator_b n max_abs mean_abs p99_abs max_rel cosine top1_agree "
                  "flipped atol rtol accuracy_a accuracy_b accuracy_delta delta_ci_low delta_ci_high mcnemar_b01 "
-                 "mcnemar_b10 mcnemar_p first_divergent_layer passed status error",
+                 "mcnemar_b10 mcnemar_p control_top1_agree min_top1_agree first_divergent_layer passed status error",
     "curves": "backend run_id kind epoch step loss train_loss test_loss test_accuracy lr",
     "per_class": "backend evaluator class_index class_name n correct accuracy",
     "confusion": "backend evaluator true_class predicted_class count",
@@ -164,14 +164,16 @@ def _pair(row: dict) -> str:  # a check of one thing (a run that failed) has no 
 
 
 def _tolerance(row: dict) -> str:
-    """atol/rtol, or for a trained row (no tensor tolerance) the budget's accuracy band and top-1 floor."""
+    """atol/rtol, or for a trained row (no tensor tolerance) the budget's accuracy band and the top-1 floor
+    the row was judged by (the budget's, or lower where the control run showed more float32 noise)."""
     if not (_blank(row.get("atol")) and _blank(row.get("rtol"))):
         return "/".join("—" if _blank(row.get(k)) else f"{float(row[k]):.3g}" for k in ("atol", "rtol"))
     try:
         if row.get("kind") != "trained":
             return "—"
-        return f"±{100 * tolerances.value('trained', 'accuracy_band'):.1f}pp, " \
-               f"top1≥{100 * tolerances.value('trained', 'min_top1_agree'):.0f}%"
+        floor = row.get("min_top1_agree")
+        floor = tolerances.value("trained", "min_top1_agree") if _blank(floor) else float(floor)
+        return f"±{100 * tolerances.value('trained', 'accuracy_band'):.1f}pp, top1≥{100 * floor:.1f}%"
     except (OSError, KeyError, ValueError):  # no budget file: say nothing rather than guess
         return "—"
 
@@ -207,13 +209,14 @@ def _same_weights_md(rows: list[dict]) -> str | None:
 def _trained_md(rows: list[dict]) -> str | None:
     rows = [r for r in rows if r.get("kind") == "trained"]
     header = ["pair", "n", "accuracy a", "accuracy b", "delta", "95% CI", "McNemar b01/b10",
-              "McNemar p", "top1_agree", "band", "passed"]
+              "McNemar p", "top1_agree", "control top1_agree", "band", "passed"]
     body = [[_pair(r), _num(r.get("n")), _pct(r.get("accuracy_a")), _pct(r.get("accuracy_b")),
              _pct(r.get("accuracy_delta"), True, "pp"),
              f"[{_pct(r.get('delta_ci_low'), True, '')}, {_pct(r.get('delta_ci_high'), True, '')}]pp",
              f"{_num(r.get('mcnemar_b01'))}/{_num(r.get('mcnemar_b10'))}", _num(r.get("mcnemar_p")),
-             _pct(r.get("top1_agree")), _tolerance(r), _result_cell(r)] for r in rows]
-    return markdown_table(header, body, set(range(1, 10)))
+             _pct(r.get("top1_agree")), _pct(r.get("control_top1_agree")), _tolerance(r), _result_cell(r)]
+            for r in rows]
+    return markdown_table(header, body, set(range(1, 11)))
 
 
 def _runs_md(runs: pd.DataFrame) -> str | None:
@@ -267,8 +270,10 @@ def _fit(text: str, width: int) -> str:  # cut in the middle: both evaluator nam
 def _terminal_cells(row: dict) -> tuple[str, str, str, str]:
     """(pair, max_abs or accuracy delta, tolerance, result), terse and ASCII-only for any console."""
     max_abs = "-" if _blank(row.get("max_abs")) else f"{float(row['max_abs']):.2e}"
-    measure = f"dacc {_pct(row.get('accuracy_delta'), True, 'pp')}" if row.get("kind") == "trained" else max_abs
-    tol = _tolerance(row).split(",")[0]  # a trained row's band only: its top-1 floor is in summary.md
+    trained = row.get("kind") == "trained"
+    measure = f"dacc {_pct(row.get('accuracy_delta'), True, 'pp')} top1 {_pct(row.get('top1_agree'))}" \
+        if trained else max_abs
+    tol = _tolerance(row).replace(", top1", " top1")  # the band, then the top-1 floor
     return _pair(row), measure.translate(_ASCII), tol.translate(_ASCII), outcome(row)
 
 

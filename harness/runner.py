@@ -162,7 +162,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: b
     try:
         model = backend.build(spec, device)
         info["versions"].update(backend.versions())  # some settle at build: MindSpore's oneDNN ISA cap
-        backend.set_weights(model, init_weights(spec, config.train.seed))
+        backend.set_weights(model, init_weights(spec, config.train.seed, config.model.init_ulps))
     except BaseException as error:
         _mark_stopped(run_dir, info, error)
         raise

@@ -27,7 +27,7 @@ def _uniform(seed: int, name: str, shape: tuple[int, ...], bound: float) -> np.n
     return _rng(seed, name).uniform(-bound, bound, size=shape).astype(np.float32)
 
 
-def init_weights(spec: ModelSpec, seed: int) -> Weights:
+def init_weights(spec: ModelSpec, seed: int, ulps: int = 0) -> Weights:
     """Canonical initial weights for ``spec``.
 
     ``default`` reproduces PyTorch's default formulas: conv and linear weights
@@ -39,6 +39,8 @@ def init_weights(spec: ModelSpec, seed: int) -> Weights:
     Args:
         spec: the model.
         seed: the run seed.
+        ulps: move every trainable value this many float32 steps up: the smallest perturbation there
+            is, for a control run that shows how far float32 noise alone carries a training run.
 
     Returns:
         float32 arrays by canonical name, in ``spec.param_shapes()`` order.
@@ -63,6 +65,9 @@ def init_weights(spec: ModelSpec, seed: int) -> Weights:
             ones, zeros = np.ones(n, np.float32), np.zeros(n, np.float32)
             weights.update({f"{layer.name}.gamma": ones, f"{layer.name}.beta": zeros.copy(),
                             f"{layer.name}.mean": zeros.copy(), f"{layer.name}.var": ones.copy()})
+    for name in spec.trainable_names() if ulps else ():
+        for _ in range(ulps):
+            weights[name] = np.nextafter(weights[name], np.float32(np.inf))
     return weights
 
 

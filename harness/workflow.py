@@ -22,6 +22,7 @@ from .runs import completed_runs, ensure_writable_dir, read_run_config, read_run
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
+CONTROL_FOLDER = "control"
 
 
 def find_reusable(out: Path, config: RunConfig) -> Path | None:
@@ -39,21 +40,39 @@ def _requested_device(run_dir: Path) -> str | None:
         return None  # a broken folder is never reused
 
 
+def _obtain(config: RunConfig, out: Path, fresh: bool, data_dir: Path | None, quiet: bool) -> Path | str:
+    """A completed run folder of ``config`` (reused or freshly trained), or why there is none."""
+    reused = None if fresh else find_reusable(out, config)
+    if reused:
+        return reused
+    try:
+        return execute(config, out, data_dir, quiet=quiet).run_dir
+    except HarnessError as error:
+        return str(error)
+
+
 def obtain_runs(config: RunConfig, backends: list[str], out: Path, fresh: bool, data_dir: Path | None,
                 quiet: bool) -> dict[str, Path | str]:
     """Backend -> run folder (reused or freshly trained), or the error message of a backend that failed."""
-    runs: dict[str, Path | str] = {}
-    for name in backends:
-        one = replace(config, backend=name)
-        reused = None if fresh else find_reusable(out, one)
-        if reused:
-            runs[name] = reused
-            continue
-        try:
-            runs[name] = execute(one, out, data_dir, quiet=quiet).run_dir
-        except HarnessError as error:
-            runs[name] = str(error)
-    return runs
+    return {name: _obtain(replace(config, backend=name), out, fresh, data_dir, quiet) for name in backends}
+
+
+def control_config(config: RunConfig, backend: str) -> RunConfig:
+    """``config`` on ``backend`` from initial weights one float32 step up: the control run."""
+    return replace(config, backend=backend, model=replace(config.model, init_ulps=config.model.init_ulps + 1))
+
+
+def obtain_control(config: RunConfig, backend: str, out: Path, fresh: bool, data_dir: Path | None,
+                   quiet: bool) -> Path | str:
+    """The control run of ``backend`` under ``out/control/`` (apart, so `harness report` never takes
+    one for a backend's own run), reused or trained, or why there is none."""
+    return _obtain(control_config(config, backend), out / CONTROL_FOLDER, fresh, data_dir, quiet)
+
+
+def saved_controls(config: RunConfig, backends: list[str], out: Path) -> dict[str, Path]:
+    """The completed control runs already under ``out/control/`` for these backends."""
+    found = {name: find_reusable(out / CONTROL_FOLDER, control_config(config, name)) for name in backends}
+    return {name: path for name, path in found.items() if path is not None}
 
 
 def differing_fields(configs: list[RunConfig]) -> list[str]:
@@ -96,8 +115,9 @@ def _speed_table(tables: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def build_report(config: RunConfig, runs: dict[str, Path | str], data_dir: Path | None) -> Report:
-    """Evaluate the runs of one config into a Report."""
+def build_report(config: RunConfig, runs: dict[str, Path | str], data_dir: Path | None,
+                 controls: dict[str, Path] | None = None) -> Report:
+    """Evaluate the runs of one config, and the control runs given, into a Report."""
     spec, dataset = load_data(config, data_dir)
     loaded: dict[str, LoadedRun | str] = {}
     for name, run in runs.items():
@@ -107,7 +127,8 @@ def build_report(config: RunConfig, runs: dict[str, Path | str], data_dir: Path 
         info = read_run_info(run)
         loaded[name] = load_run(run, spec) if info.get("status") == "completed" else \
             f"run {run} is {info.get('status')}: {info.get('error', 'not finished')}"
-    tables, diffs = evaluate(spec, dataset, loaded)
+    loaded_controls = {name: load_run(path, spec) for name, path in (controls or {}).items()}
+    tables, diffs = evaluate(spec, dataset, loaded, loaded_controls)
     tables["speed"] = _speed_table(tables)
     agreement = tables["agreement"]
     if (agreement.get("status") == "error").any():

@@ -105,6 +105,7 @@ CASES: dict[str, Callable[[Path, Path], list[str]]] = {
     "flag-activation": _run("--activation", "gelu"),
     "flag-batch-size": _run("--batch-size", "0"),
     "flag-epochs": _run("--epochs", "0"),
+    "flag-init-ulps": _run("--init-ulps", "101"),
     "flag-learning-rate": _run("--lr", "-1"),
     "flag-not-a-number": _run("--epochs", "three"),
     "flag-unknown": _run("--epoch", "3"),

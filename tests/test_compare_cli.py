@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,8 @@ import pytest
 
 from harness import backend as backend_registry
 from harness.cli import main
+from harness.evaluate import Matrix, _trained_rows
+from harness.runs import read_run_config, read_run_info
 from harness.weights import save_weights
 
 pytestmark = pytest.mark.parity
@@ -40,6 +43,14 @@ def test_compare_passes_and_writes_every_file(both_backends, lenet_compare):
     assert len(cross) == 2 and (cross.max_abs <= 1e-4).all()
     trained = agreement[agreement.kind == "trained"].iloc[0]
     assert trained.n == 128 and abs(trained.accuracy_delta) <= 0.01
+    # The control: the first backend again from initial weights one float32 step up, in a folder of its own.
+    (control,) = (root / "runs" / "control").iterdir()
+    assert read_run_info(control)["backend"] == "pytorch" and read_run_config(control).model.init_ulps == 1
+    (torch_run,) = [d for d in (root / "runs").iterdir() if d.name.endswith(f"pytorch-{trained.config_hash[:8]}")]
+    predicted = [np.load(d / "predictions.npz")["logits_native"].argmax(1) for d in (torch_run, control)]
+    shared = np.mean(predicted[0] == predicted[1])
+    assert trained.control_top1_agree == pytest.approx(shared)
+    assert trained.min_top1_agree == pytest.approx(min(0.98, 1 - 2 * (1 - shared)))
     runs = pd.read_csv(root / "rep" / "runs.csv")
     assert set(runs.backend) == {"pytorch", "mindspore"} and (runs.status == "completed").all()
     assert set(pd.read_csv(root / "rep" / "per_class.csv").class_name.astype(str)) == {str(d) for d in range(10)}
@@ -47,14 +58,17 @@ def test_compare_passes_and_writes_every_file(both_backends, lenet_compare):
 
 def test_compare_reuses_runs_and_report_rebuilds(both_backends, lenet_compare, capsys):
     code, root = lenet_compare
-    before = sorted(p.name for p in (root / "runs").iterdir())
+    before = sorted(p.relative_to(root) for p in (root / "runs").glob("**/run.json"))
     assert main(["compare", "--model", "lenet5", *SMALL, "--out", str(root / "runs"),
                  "--reports", str(root / "rep2")]) == 0
-    assert sorted(p.name for p in (root / "runs").iterdir()) == before  # matching config: no new training
+    # matching config: no new training, the control's included
+    assert sorted(p.relative_to(root) for p in (root / "runs").glob("**/run.json")) == before
     assert main(["report", "--runs", str(root / "runs"), "--reports", str(root / "rep3")]) == 0
     rebuilt = pd.read_csv(root / "rep3" / "agreement.csv")
     original = pd.read_csv(root / "rep" / "agreement.csv")
     np.testing.assert_array_equal(rebuilt.max_abs, original.max_abs)  # NaN (trained rows) equals NaN here
+    np.testing.assert_array_equal(rebuilt.control_top1_agree, original.control_top1_agree)  # report found it
+    assert original.control_top1_agree.notna().sum() == 1
 
 
 def _copy_with_weights(run_dir, tmp_path, edit):
@@ -66,6 +80,28 @@ def _copy_with_weights(run_dir, tmp_path, edit):
     edit(weights)
     save_weights(copy / "weights.npz", weights)
     return copy
+
+
+def _predicting(labels: np.ndarray, wrong: np.ndarray) -> SimpleNamespace:
+    """A stand-in run whose logits give the label, or the next class on the ``wrong`` images."""
+    predicted = labels.copy()
+    predicted[wrong] = (predicted[wrong] + 1) % 10
+    return SimpleNamespace(predictions={"logits_native": np.eye(10)[predicted]})
+
+
+def test_the_control_sets_the_top1_floor():
+    labels = np.arange(1000) % 10
+    a, b = _predicting(labels, np.arange(0, 50)), _predicting(labels, np.arange(50, 100))  # both 95%, 90% shared
+    control = _predicting(labels, np.r_[0:20, 100:130])  # 6% of a's predictions move with one float32 step
+    judged = Matrix(None, SimpleNamespace(test_y=labels))
+    _trained_rows(judged, {"pytorch": a, "mindspore": b}, {"pytorch": control})
+    row = judged.rows[0]
+    assert row["top1_agree"] == pytest.approx(0.90) and row["control_top1_agree"] == pytest.approx(0.94)
+    assert row["min_top1_agree"] == pytest.approx(0.88) and row["passed"]
+    fixed = Matrix(None, SimpleNamespace(test_y=labels))
+    _trained_rows(fixed, {"pytorch": a, "mindspore": b}, {})  # no control: the budget's 98% floor
+    assert np.isnan(fixed.rows[0]["control_top1_agree"]) and fixed.rows[0]["min_top1_agree"] == 0.98
+    assert not fixed.rows[0]["passed"]
 
 
 def test_perturbed_weights_fail_the_comparison(both_backends, lenet_compare, tmp_path, capsys):
@@ -104,6 +140,15 @@ def test_runs_with_different_configs_are_refused(both_backends, lenet_compare, t
     assert main(["compare", "--runs", str(first), str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert "differ in epochs" in err and err.count("\n") == 1
+
+
+def test_no_control_keeps_the_fixed_floor(both_backends, tmp_path):
+    tiny = [*SMALL[:SMALL.index("--limit-train")], "--limit-train", "64", *SMALL[SMALL.index("--limit-test"):]]
+    assert main(["compare", "--model", "lenet-tiny", *tiny, "--no-control", "--out", str(tmp_path / "runs"),
+                 "--reports", str(tmp_path / "rep")]) in (0, 1)
+    assert not (tmp_path / "runs" / "control").exists()
+    trained = pd.read_csv(tmp_path / "rep" / "agreement.csv").query("kind == 'trained'").iloc[0]
+    assert np.isnan(trained.control_top1_agree) and trained.min_top1_agree == 0.98
 
 
 def test_missing_backend_becomes_error_rows(tmp_path, monkeypatch, capsys):

@@ -42,12 +42,14 @@ def test_unknown_key_lists_the_valid_ones():
     with pytest.raises(HarnessError) as error:
         build_config({"lr": 0.1, "epochs": 1})
     message = str(error.value)
-    assert message.startswith("unknown setting(s) lr; valid settings: model, activation, pool, init, dataset")
+    assert message.startswith("unknown setting(s) lr; valid settings: model, activation, pool, init, init_ulps, "
+                              "dataset")
     assert all(key in message for key in ("batch_size", "learning_rate", "final_div_factor", "backend", "device"))
 
 
 @pytest.mark.parametrize(("settings", "message"), [
     ({"epochs": "abc"}, "setting epochs='abc' is not int"),
+    ({"init_ulps": 101}, "init_ulps=101 is out of range; expected 0..100"),
     ({"batch_size": 1.5}, "setting batch_size=1.5 is not int"),
     ({"epochs": True}, "setting epochs=True is not int"),
     ({"nesterov": "yes"}, "setting nesterov='yes' is not a boolean"),
@@ -91,7 +93,7 @@ def test_nesterov_with_momentum_builds():
 
 # One valid non-default value per setting that decides the numbers.
 CHANGES = {
-    "model": "vgg11", "activation": "tanh", "pool": "avg", "init": "normal0.02",
+    "model": "vgg11", "activation": "tanh", "pool": "avg", "init": "normal0.02", "init_ulps": 1,
     "dataset": "cifar10", "fit": "pad", "augment": True, "limit_train": 100, "limit_test": 50,
     "epochs": 4, "batch_size": 32, "optimizer": "adam", "learning_rate": 0.02, "momentum": 0.8,
     "dampening": 0.1, "nesterov": True, "weight_decay": 5e-4, "decay_scope": "weights", "beta1": 0.8,

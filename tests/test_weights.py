@@ -173,3 +173,14 @@ def test_load_names_a_wrong_shape(tmp_path):
     weights["fc3.weight"] = np.zeros((10, 85), np.float32)
     save_weights(tmp_path / "w.npz", weights)
     _expect_one_line_error(spec, tmp_path / "w.npz", "fc3.weight has shape (10, 85), expected (10, 84)")
+
+
+def test_ulps_move_every_trainable_value_by_that_many_float32_steps():
+    spec = build_model("vgg11-bn", channels=3)
+    plain, nudged = init_weights(spec, 0), init_weights(spec, 0, ulps=2)
+    for name, values in plain.items():
+        if name in spec.trainable_names():
+            step = np.nextafter(np.nextafter(values, np.float32(np.inf)), np.float32(np.inf))
+            assert np.array_equal(nudged[name], step) and not np.array_equal(nudged[name], values), name
+        else:  # BatchNorm's running statistics are state, not weights
+            assert np.array_equal(nudged[name], values), name
