@@ -6,6 +6,7 @@ not depend on the PyTorch backend. Small inputs keep graph compilation the main 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,8 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 from backends.mindspore import BACKEND  # noqa: E402
+from backends.mindspore.step import dropout_masks  # noqa: E402
+from tests.conftest import REPO_ROOT
 from tests.torch_functional import torch_layer
 from harness.config import TrainConfig  # noqa: E402
 from harness.errors import BackendUnavailable, HarnessError  # noqa: E402
@@ -213,6 +216,48 @@ def test_three_steps_match_torch_optim(label):
         np.testing.assert_allclose(state[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
     _check_state_round_trip(model, trainer)
     _check_torch_state_loads(model, trainer, params, reference)
+
+
+DROP = ModelSpec("tiny-drop", (1, 6, 6), 3, (
+    Conv2d("conv1", 1, 2, 3, padding=1), Activation("act1", "relu"), Dropout("drop1", 0.3),
+    Flatten("flatten"), Linear("fc1", 72, 3)))
+
+
+def test_dropout_masks_are_the_hosts_and_train_as_torch():
+    train = TrainConfig(optimizer="sgd", momentum=0.9, seed=7)
+    weights = init_weights(DROP, 5)
+    model, params = model_with(DROP, weights), torch_params(weights)
+    trainer = BACKEND.make_trainer(model, train, set(DROP.trainable_names()))
+    reference = torch_optimizer(DROP, params, train, set(DROP.trainable_names()))
+    for step, lr in enumerate(LEARNING_RATES):
+        x, y = batch(DROP, 4, 20 + step)
+        (mask,) = (m.asnumpy() for m in dropout_masks(DROP, train.seed, step, len(x)))
+        assert set(np.unique(mask)) <= {0.0, np.float32(1 / 0.7)} and 0 < mask.mean() < 2
+        for group in reference.param_groups:
+            group["lr"] = lr
+        reference.zero_grad()
+        hidden = torch.relu(F.conv2d(torch.as_tensor(x), params["conv1.weight"], params["conv1.bias"], padding=1))
+        logits = F.linear((hidden * torch.as_tensor(mask)).flatten(1), params["fc1.weight"], params["fc1.bias"])
+        expected = F.cross_entropy(logits, torch.as_tensor(y))
+        expected.backward()
+        reference.step()
+        assert trainer.step(x, y, lr) == pytest.approx(expected.item(), rel=1e-5)
+    _assert_weights_match(BACKEND.get_weights(model), params)
+    assert BACKEND.rng_state(model)["dropout_steps"] == 3  # what a checkpoint keeps to continue the masks
+
+
+def test_dropout_training_repeats_in_a_new_process():
+    # Before the masks were drawn on the host, 1 process in 4 diverged from the others by step 30 here.
+    code = ("import numpy as np; from backends.mindspore import BACKEND as B; from harness.models import build_model;"
+            "from harness.config import TrainConfig; from harness.weights import init_weights;"
+            "s = build_model('simple-cnn'); m = B.build(s, 'cpu'); B.set_weights(m, init_weights(s, 0));"
+            "t = B.make_trainer(m, TrainConfig(), set(s.trainable_names())); r = np.random.default_rng(0);"
+            "x = r.standard_normal((64, 1, 28, 28)).astype(np.float32); y = r.integers(0, 10, 64);"
+            "print([t.step(x, y, 0.0) for _ in range(40)])")  # lr 0: only the masks move the loss
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+            for _ in range(3)]
+    losses = [run.stdout.strip().splitlines()[-1] for run in runs]
+    assert losses[0] == losses[1] == losses[2] and len(set(json.loads(losses[0]))) > 30  # masks change every step
 
 
 def _check_state_round_trip(model, trainer):

@@ -104,8 +104,6 @@ def _train_in_memory(backend, config, resume=None, every: int = 0):
 
 @pytest.mark.parametrize("model,optimizer", [("lenet5", "adam"), ("simple-cnn", "sgd")])
 def test_resume_in_process_restores_optimizer_and_dropout_state(backend_name, backend, model, optimizer):
-    if model == "simple-cnn" and backend_name == "mindspore":
-        pytest.skip("MindSpore keeps the position of dropout's stream inside the kernel: a resume restarts it; README")
     config = _config(backend_name, model, optimizer=optimizer, learning_rate=1e-3, momentum=0.9)
     straight, saved, _ = _train_in_memory(backend, config, every=3)
     mid_epoch = next(c for c in saved if c.position.batch and c.position.epoch == 1)

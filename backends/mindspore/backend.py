@@ -55,13 +55,11 @@ class MindSporeBackend:
         return MsTrainer(model, train, decay_names)
 
     def rng_state(self, model: _build.MsModel) -> dict[str, np.ndarray]:
-        # Dropout's mask stream lives inside the CPU/GPU ops.Dropout kernel, which MindSpore does not
-        # expose: nothing to save. Dropout-free models resume bit-identically; with Dropout the stream
-        # restarts from the run's seed (README, "What happens when things go wrong").
-        return {}
+        # Dropout masks are drawn on the host keyed by (seed, layer, step): the step is all there is to keep.
+        return {"dropout_steps": np.asarray(model.dropout_steps, dtype=np.int64)}
 
     def set_rng_state(self, model: _build.MsModel, state: dict[str, np.ndarray]) -> None:
-        return None
+        model.dropout_steps = int(state.get("dropout_steps", 0))  # a checkpoint of older code: from the start
 
     def predict(self, model: _build.MsModel, x: np.ndarray, batch_size: int) -> np.ndarray:
         return _forward.predict(model, x, batch_size)

@@ -31,6 +31,7 @@ class MsModel:
     device: str
     params: dict[str, ms.Parameter]  # canonical name -> the Parameter object inside ``net``
     cache: dict[str, Any] = field(default_factory=dict)  # eval cells compiled once per model
+    dropout_steps: int = 0  # train steps whose Dropout masks were drawn: the mask stream's position
 
 
 def _conv(layer: Conv2d) -> nn.Cell:
@@ -84,6 +85,7 @@ def _layer(layer, device: str) -> nn.Cell:
     if isinstance(layer, Activation):
         return _ACTIVATIONS[layer.kind]()
     if isinstance(layer, Dropout):
+        # Eval (identity) and export only: the train step multiplies by host-drawn masks (step.py says why).
         return nn.Dropout(p=layer.p)  # `p` is the drop probability, as torch (keep_prob is deprecated)
     if isinstance(layer, BatchNorm2d):
         return _batchnorm(layer)
@@ -93,20 +95,6 @@ def _layer(layer, device: str) -> nn.Cell:
         return nn.Dense(layer.in_features, layer.out_features, weight_init="zeros", bias_init="zeros",
                         has_bias=layer.bias)  # weight (out, in), as torch
     raise TypeError(f"no MindSpore translation for {type(layer).__name__}")
-
-
-def seed_dropout(net: nn.SequentialCell, seed: int) -> None:
-    """Give every Dropout of ``net`` a fixed mask stream derived from the run's seed.
-
-    Without a global ``ms.set_seed``, nn.Dropout's kernel draws a random seed, so two runs with one
-    config drew different masks; setting the global seed would also reseed numpy's global generator.
-    Explicit op seeds do neither. Call before the train step compiles (the kernel reads them once).
-    Ascend ignores op seeds (MindSpore's documentation of ops.Dropout).
-    """
-    for index, cell in enumerate(net.cells(), start=1):
-        if isinstance(cell, nn.Dropout):
-            # Seed1 = the layer's position: each Dropout its own stream; never (0, 0), which means "random".
-            cell.dropout = ops.Dropout(keep_prob=1.0 - cell.p, Seed0=seed, Seed1=index)
 
 
 def ms_name(canonical: str) -> str:
