@@ -180,7 +180,8 @@ def _same_weights(m: Matrix, name: str, run: LoadedRun, others: dict) -> None:
 
 
 def _shared_predictions(run_a: LoadedRun, run_b: LoadedRun) -> float:
-    return float(np.mean(run_a.predictions["logits_native"].argmax(1) == run_b.predictions["logits_native"].argmax(1)))
+    predicted = [run.predictions["logits_native"].argmax(1) for run in (run_a, run_b)]
+    return float(np.mean(predicted[0] == predicted[1]))
 
 
 def _trained_rows(m: Matrix, runs: dict[str, LoadedRun], controls: dict[str, LoadedRun]) -> None:
@@ -189,9 +190,9 @@ def _trained_rows(m: Matrix, runs: dict[str, LoadedRun], controls: dict[str, Loa
     alone changes a's predictions."""
     names = list(runs)
     band, min_agree = value("trained", "accuracy_band"), value("trained", "min_top1_agree")
+    factor = value("trained", "control_factor")
     for i, a in enumerate(names):
         control = _shared_predictions(runs[a], controls[a]) if a in controls else float("nan")
-        factor = value("trained", "control_factor")
         floor = min_agree if np.isnan(control) else min(min_agree, 1 - factor * (1 - control))
         for b in names[i + 1:]:
             stats = trained_pair(runs[a].predictions["logits_native"], runs[b].predictions["logits_native"],
