@@ -179,11 +179,6 @@ def _same_weights(m: Matrix, name: str, run: LoadedRun, others: dict) -> None:
         m.add_pair(label, cross[:count], ref_name, ref, "reference", search(cross_side, referee))
 
 
-def _shared_predictions(run_a: LoadedRun, run_b: LoadedRun) -> float:
-    predicted = [run.predictions["logits_native"].argmax(1) for run in (run_a, run_b)]
-    return float(np.mean(predicted[0] == predicted[1]))
-
-
 def _trained_rows(m: Matrix, runs: dict[str, LoadedRun], controls: dict[str, LoadedRun]) -> None:
     """Accuracy band and prediction agreement of every pair of trained runs. Where run a has a control
     (a's config from initial weights one float32 step away), the agreement floor follows how much that
@@ -191,12 +186,13 @@ def _trained_rows(m: Matrix, runs: dict[str, LoadedRun], controls: dict[str, Loa
     names = list(runs)
     band, min_agree = value("trained", "accuracy_band"), value("trained", "min_top1_agree")
     factor = value("trained", "control_factor")
+    labels = m.dataset.test_y
     for i, a in enumerate(names):
-        control = _shared_predictions(runs[a], controls[a]) if a in controls else float("nan")
+        control = trained_pair(runs[a].predictions["logits_native"], controls[a].predictions["logits_native"],
+                               labels)["top1_agree"] if a in controls else float("nan")
         floor = min_agree if np.isnan(control) else min(min_agree, 1 - factor * (1 - control))
         for b in names[i + 1:]:
-            stats = trained_pair(runs[a].predictions["logits_native"], runs[b].predictions["logits_native"],
-                                 m.dataset.test_y)
+            stats = trained_pair(runs[a].predictions["logits_native"], runs[b].predictions["logits_native"], labels)
             passed = abs(stats["accuracy_delta"]) <= band and stats["top1_agree"] >= floor
             m.rows.append({"kind": "trained", "evaluator_a": f"{a}:native", "evaluator_b": f"{b}:native",
                            **stats, "control_top1_agree": control, "min_top1_agree": floor, "passed": passed,
