@@ -17,14 +17,14 @@ import numpy as np
 
 from .config import TrainConfig
 from .errors import BackendUnavailable, HarnessError
-from .spec import ModelSpec
+from .model.spec import ModelSpec
+from .model.weights import Weights
 
-Weights = dict[str, np.ndarray]
-
-# name -> (module holding BACKEND, the framework package it needs, the extra that installs it)
+# name -> (module holding BACKEND, the framework package it needs, the extra that installs it). The folders
+# backends/<name>/ of the repository install as harness.backends.<name> (pyproject.toml's package-dir).
 BACKENDS: dict[str, tuple[str, str, str]] = {
-    "pytorch": ("backends.pytorch", "torch", "pip install -c constraints.txt torch==2.13.0"),
-    "mindspore": ("backends.mindspore", "mindspore", "pip install -c constraints.txt '.[mindspore]'"),
+    "pytorch": ("harness.backends.pytorch.backend", "torch", "pip install -c constraints.txt torch==2.13.0"),
+    "mindspore": ("harness.backends.mindspore.backend", "mindspore", "pip install -c constraints.txt '.[mindspore]'"),
 }
 
 
@@ -41,8 +41,15 @@ class Trainer(Protocol):
         """Restore what ``state`` returned (possibly from the other backend)."""
 
 
+class BareLoop(Protocol):
+    """The framework's minimal training loop: the stock baseline ``harness bench`` measures the harness against."""
+
+    def run(self, order: np.ndarray, batch_size: int) -> float:
+        """One step per ``batch_size`` indices of ``order`` (no partial batch); returns the seconds they took."""
+
+
 class Backend(Protocol):
-    """What every framework backend implements (see DESIGN.md)."""
+    """What every framework backend implements (backends/<name>/backend.py; docs/architecture.md)."""
 
     name: str
     checkpoint_suffix: str  # the native checkpoint's file suffix
@@ -89,6 +96,15 @@ class Backend(Protocol):
 
     def export_onnx(self, model: Any, path: Path, batch_size: int | None = None) -> Path:
         """ONNX file with input ``x`` and output ``logits``; ``None`` = dynamic batch axis."""
+
+    def bare_loop(self, model: Any, x: np.ndarray, y: np.ndarray, learning_rate: float, momentum: float) -> BareLoop:
+        """A minimal stock loop (the framework's own SGD with momentum and loss) over preloaded ``x``, ``y``."""
+
+    def threads(self) -> int:
+        """CPU threads the framework computes with."""
+
+    def set_threads(self, count: int) -> None:
+        """Compute with ``count`` CPU threads from now on (process-wide; before the first kernel)."""
 
 
 def backend_names() -> list[str]:

@@ -14,6 +14,7 @@ import json
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 
 from .errors import HarnessError
@@ -22,7 +23,6 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 FITS = ("auto", "pad", "resize")
 DECAY_SCOPES = ("all", "weights")
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
 @dataclass(frozen=True)
@@ -202,20 +202,28 @@ def read_settings_file(path: Path) -> dict:
     # tomllib lets UnicodeDecodeError (a ValueError) escape for bytes that are not UTF-8.
     except (OSError, ValueError) as error:
         raise HarnessError(f"cannot read config file {path}: {error}; expected flat TOML keys") from None
+    return _without_about(settings)
+
+
+def _without_about(settings: dict) -> dict:
     settings.pop("about", None)  # recipes describe their tutorial there; not a setting
     return settings
 
 
+def _recipes():
+    return resources.files("harness").joinpath("recipes")  # package data: found installed or not
+
+
 def recipe_names() -> list[str]:
-    """Names of the recipes shipped in ``recipes/``."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+    """Names of the recipes shipped in ``harness/recipes/``."""
+    return sorted(entry.name.removesuffix(".toml") for entry in _recipes().iterdir() if entry.name.endswith(".toml"))
 
 
 def read_recipe(name: str) -> dict:
     """Flat settings of a shipped recipe."""
     if name not in recipe_names():
         raise HarnessError(f"unknown recipe {name!r}; expected one of: {', '.join(recipe_names())}")
-    return read_settings_file(RECIPES_DIR / f"{name}.toml")
+    return _without_about(tomllib.loads(_recipes().joinpath(f"{name}.toml").read_text(encoding="utf-8")))
 
 
 def config_from_dict(nested: dict) -> RunConfig:

@@ -7,6 +7,12 @@ bug and keeps its traceback.
 """
 
 
+# The process's exit codes, the same for every command.
+EXIT_FAILED = 1  # a check failed
+EXIT_USER_ERROR = 2  # a HarnessError: bad input, missing file or framework, a backend that could not run
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
 def one_line(error: BaseException, limit: int | None = None) -> str:
     """``Type: message`` on one line (the CLI prints one line per error), cut at ``limit`` characters."""
     message = " ".join(str(error).split())

@@ -1,37 +1,92 @@
-"""The tolerance budget, read from ``tolerances.toml`` (one place, a reason for each value)."""
+"""The tolerance budget: ``tolerances.toml`` read once into typed, frozen policies, one per comparison kind.
+
+Code asks a policy for its numbers (``policies().trained.accuracy_band``), never a string key; each
+policy carries the one-line reason the file gives for it. The file ships inside the package.
+"""
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
-from pathlib import Path
-
-BUDGET_FILE = Path(__file__).resolve().parent.parent / "tolerances.toml"
+from importlib import resources
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """``|a - b| <= atol + rtol * |b|`` elementwise."""
+    """Elementwise agreement of two outputs: ``|a - b| <= atol + rtol * |b|`` (b the reference side)."""
 
     rtol: float
     atol: float
-    why: str = ""
+    why: str
+
+
+@dataclass(frozen=True)
+class TrainedPolicy:
+    """Two independently trained runs: accuracies within a band, predictions mostly shared."""
+
+    accuracy_band: float
+    min_top1_agree: float
+    control_factor: float
+    why: str
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """Synchronised single steps (and the backward check): updates relative to the tensor's scale."""
+
+    update_rel: float
+    loss_abs: float
+    why: str
+
+
+@dataclass(frozen=True)
+class LockstepPolicy:
+    """K steps side by side from the same weights on the same batches."""
+
+    weight_rel: float
+    loss_abs: float
+    why: str
+
+
+@dataclass(frozen=True)
+class Float32Policy:
+    """What float32 itself cannot decide: the width of undecidable decisions and the spread's multiple."""
+
+    width_factor: float
+    spread_factor: float
+    why: str
+
+
+@dataclass(frozen=True)
+class Policies:
+    """Every policy of the budget file."""
+
+    onnx: Tolerance  # a framework vs ONNX Runtime running its own export
+    cross: Tolerance  # PyTorch vs MindSpore with the same weights and input
+    reference: Tolerance  # any float32 evaluator vs the float64 reference
+    layer: Tolerance  # per-layer outputs when locating the first divergent layer
+    trained: TrainedPolicy
+    step: StepPolicy
+    lockstep: LockstepPolicy
+    float32: Float32Policy
+
+
+def _policy(cls, section: str, values: dict):
+    names = [f.name for f in fields(cls)]
+    missing = [name for name in names if name not in values]
+    unknown = sorted(set(values) - set(names))
+    if missing or unknown:  # the file ships with the package: a mismatch is a harness bug, so no HarnessError
+        raise ValueError(f"tolerances.toml [{section}]: missing {missing}, unknown {unknown}; expected {names}")
+    return cls(**{name: values[name] if name == "why" else float(values[name]) for name in names})
 
 
 @lru_cache(maxsize=1)
-def budget() -> dict[str, dict]:
-    """The parsed budget file, section by section."""
-    with open(BUDGET_FILE, "rb") as handle:
-        return tomllib.load(handle)
-
-
-def tolerance(kind: str) -> Tolerance:
-    """The tolerance of a comparison kind: onnx, cross, reference or layer."""
-    section = budget()[kind]
-    return Tolerance(float(section["rtol"]), float(section["atol"]), section.get("why", ""))
-
-
-def value(kind: str, key: str) -> float:
-    """A single number of the budget, e.g. ``value("trained", "accuracy_band")``."""
-    return float(budget()[kind][key])
+def policies() -> Policies:
+    """The budget file, parsed and checked once per process."""
+    text = resources.files("harness").joinpath("tolerances.toml").read_text(encoding="utf-8")
+    sections = tomllib.loads(text)
+    kinds = {f.name: f.type for f in fields(Policies)}
+    classes = {"Tolerance": Tolerance, "TrainedPolicy": TrainedPolicy, "StepPolicy": StepPolicy,
+               "LockstepPolicy": LockstepPolicy, "Float32Policy": Float32Policy}
+    return Policies(**{name: _policy(classes[kind], name, sections.get(name, {})) for name, kind in kinds.items()})

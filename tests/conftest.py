@@ -1,16 +1,10 @@
-"""Shared fixtures: the backend fixture over installed frameworks, and real-data lookup."""
+"""Shared fixtures: the backend fixture over installed frameworks (helpers live in tests/support.py)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from harness import data
 from harness.backend import backend_names, get_backend, is_installed
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_addoption(parser):
@@ -43,14 +37,3 @@ def both_backends(pytestconfig):
     if not {"pytorch", "mindspore"} <= set(names):
         pytest.skip(f"needs pytorch and mindspore; installed and selected: {names}")
     return get_backend("pytorch"), get_backend("mindspore")
-
-
-def real_data_root(name: str) -> Path:
-    """A root holding the real dataset ``name`` (HARNESS_DATA_DIR or ../shared/datasets), or skip."""
-    shared = REPO_ROOT.parent / "shared" / "datasets"
-    for root in filter(None, [os.environ.get("HARNESS_DATA_DIR"), shared]):
-        if Path(root).is_dir() and data.search_dataset(name, root)[0] is not None:
-            return Path(root)
-    if name == "fashion-mnist" and data.search_dataset(name, None)[0] is not None:
-        return data.search_dataset(name, None)[0]
-    pytest.skip(f"real {name} not found under HARNESS_DATA_DIR or {shared}")

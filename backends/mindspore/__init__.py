@@ -10,10 +10,4 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("GLOG_v", "3")  # glog reads it when mindspore is imported
-
-from .backend import MindSporeBackend  # noqa: E402  (after the environment above)
-
-BACKEND = MindSporeBackend()
-
-__all__ = ["BACKEND", "MindSporeBackend"]
+os.environ.setdefault("GLOG_v", "3")  # glog reads it when mindspore is imported: before any submodule here

@@ -8,13 +8,14 @@ import mindspore as ms
 import numpy as np
 
 from harness.config import TrainConfig
-from harness.spec import ModelSpec
+from harness.model.spec import ModelSpec
 
+from . import bare as _bare
 from . import build as _build
 from . import devices as _devices
 from . import export as _export
 from . import forward as _forward
-from .step import MsTrainer
+from .trainer import MsTrainer
 
 
 def _graph_mode() -> None:
@@ -77,3 +78,16 @@ class MindSporeBackend:
 
     def export_onnx(self, model: _build.MsModel, path: Path, batch_size: int | None = None) -> Path:
         return _export.export_onnx(model, path, batch_size)
+
+    def bare_loop(self, model: _build.MsModel, x: np.ndarray, y: np.ndarray, learning_rate: float,
+                  momentum: float) -> _bare.BareLoop:
+        return _bare.BareLoop(model, x, y, learning_rate, momentum)
+
+    def threads(self) -> int:
+        return _bare.threads()
+
+    def set_threads(self, count: int) -> None:
+        _bare.set_threads(count)
+
+
+BACKEND = MindSporeBackend()

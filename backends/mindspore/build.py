@@ -1,21 +1,21 @@
 """Build a MindSpore nn.Cell from a ModelSpec and move canonical weights in and out.
 
 Every MindSpore default that differs from PyTorch's is passed explicitly, with
-the reason next to it (see /work/shared/PARITY.md for the measurements).
+the reason next to it (docs/findings.md has the measurements).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from harness.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
-from harness.weights import check_weights
+from harness.model.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
+from harness.model.weights import check_weights
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 # Canonical BatchNorm suffixes -> MindSpore's attribute names on nn.BatchNorm2d.
@@ -77,24 +77,34 @@ def _batchnorm(layer: BatchNorm2d) -> nn.Cell:
                           affine=True, use_batch_statistics=None)  # None: batch stats in train, running in eval
 
 
-def _layer(layer, device: str) -> nn.Cell:
-    if isinstance(layer, Conv2d):
-        return _conv(layer)
-    if isinstance(layer, Pool):
-        return _pool(layer, device)
-    if isinstance(layer, Activation):
-        return _ACTIVATIONS[layer.kind]()
-    if isinstance(layer, Dropout):
-        # Eval (identity) and export only: the train step multiplies by host-drawn masks (step.py says why).
-        return nn.Dropout(p=layer.p)  # `p` is the drop probability, as torch (keep_prob is deprecated)
-    if isinstance(layer, BatchNorm2d):
-        return _batchnorm(layer)
-    if isinstance(layer, Flatten):
-        return nn.Flatten(start_dim=1, end_dim=-1)  # C-order over (C, H, W), as torch
-    if isinstance(layer, Linear):
-        return nn.Dense(layer.in_features, layer.out_features, weight_init="zeros", bias_init="zeros",
-                        has_bias=layer.bias)  # weight (out, in), as torch
-    raise TypeError(f"no MindSpore translation for {type(layer).__name__}")
+def _dropout(layer: Dropout, device: str) -> nn.Cell:
+    # Eval (identity) and export only: the train step multiplies by host-drawn masks (trainer.py says why).
+    return nn.Dropout(p=layer.p)  # `p` is the drop probability, as torch (keep_prob is deprecated)
+
+
+def _dense(layer: Linear, device: str) -> nn.Cell:
+    # MindSpore's Dense defaults to a normal init: zeros here, the harness loads the weights. Weight (out, in) as torch.
+    return nn.Dense(layer.in_features, layer.out_features, weight_init="zeros", bias_init="zeros",
+                    has_bias=layer.bias)
+
+
+# One entry per layer kind of the spec (harness.model.spec.LAYER_KINDS): the cell that realises it on ``device``.
+BUILDERS: dict[type, Callable[[Any, str], nn.Cell]] = {
+    Conv2d: lambda layer, device: _conv(layer),
+    Pool: _pool,
+    Activation: lambda layer, device: _ACTIVATIONS[layer.kind](),
+    Dropout: _dropout,
+    BatchNorm2d: lambda layer, device: _batchnorm(layer),
+    Flatten: lambda layer, device: nn.Flatten(start_dim=1, end_dim=-1),  # C-order over (C, H, W), as torch
+    Linear: _dense,
+}
+
+
+def build_layer(layer, device: str) -> nn.Cell:
+    """The MindSpore cell of one spec layer on ``device``, through ``BUILDERS``."""
+    if type(layer) not in BUILDERS:
+        raise TypeError(f"no MindSpore translation for {type(layer).__name__}")
+    return BUILDERS[type(layer)](layer, device)
 
 
 def ms_name(canonical: str) -> str:
@@ -105,7 +115,7 @@ def ms_name(canonical: str) -> str:
 
 def build(spec: ModelSpec, device: str) -> MsModel:
     """A SequentialCell whose child names (and so parameter prefixes) are the spec's layer names."""
-    net = nn.SequentialCell(OrderedDict((layer.name, _layer(layer, device)) for layer in spec.layers))
+    net = nn.SequentialCell(OrderedDict((layer.name, build_layer(layer, device)) for layer in spec.layers))
     net.set_train(False)  # a new Cell starts in eval mode already; said here so no reader has to know
     by_attr = {}
     for layer in spec.layers:

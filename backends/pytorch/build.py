@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from harness.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
+from harness.model.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 # BatchNorm's canonical suffixes -> torch's state_dict names.
@@ -25,29 +26,30 @@ class TorchModel:
     device: torch.device
 
 
-def _layer(layer) -> nn.Module:
-    if isinstance(layer, Conv2d):
-        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                         stride=layer.stride, padding=layer.padding, bias=layer.bias)
-    if isinstance(layer, Pool):
-        pool = nn.MaxPool2d if layer.kind == "max" else nn.AvgPool2d
-        return pool(layer.kernel_size, stride=layer.stride)
-    if isinstance(layer, Activation):
-        return _ACTIVATIONS[layer.kind]()
-    if isinstance(layer, Dropout):
-        return nn.Dropout(layer.p)
-    if isinstance(layer, BatchNorm2d):
-        return nn.BatchNorm2d(layer.num_features, eps=layer.eps, momentum=layer.momentum)
-    if isinstance(layer, Flatten):
-        return nn.Flatten()
-    if isinstance(layer, Linear):
-        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias)
-    raise TypeError(f"no PyTorch translation for {type(layer).__name__}")
+# One entry per layer kind of the spec (harness.model.spec.LAYER_KINDS): the torch module that realises it.
+BUILDERS: dict[type, Callable[[Any], nn.Module]] = {
+    Conv2d: lambda layer: nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                    stride=layer.stride, padding=layer.padding, bias=layer.bias),
+    Pool: lambda layer: (nn.MaxPool2d if layer.kind == "max" else nn.AvgPool2d)(layer.kernel_size,
+                                                                               stride=layer.stride),
+    Activation: lambda layer: _ACTIVATIONS[layer.kind](),
+    Dropout: lambda layer: nn.Dropout(layer.p),
+    BatchNorm2d: lambda layer: nn.BatchNorm2d(layer.num_features, eps=layer.eps, momentum=layer.momentum),
+    Flatten: lambda layer: nn.Flatten(),
+    Linear: lambda layer: nn.Linear(layer.in_features, layer.out_features, bias=layer.bias),
+}
+
+
+def build_layer(layer) -> nn.Module:
+    """The torch module of one spec layer, through ``BUILDERS``."""
+    if type(layer) not in BUILDERS:
+        raise TypeError(f"no PyTorch translation for {type(layer).__name__}")
+    return BUILDERS[type(layer)](layer)
 
 
 def build(spec: ModelSpec, device: torch.device) -> TorchModel:
     """An nn.Sequential whose child names are the spec's layer names."""
-    module = nn.Sequential(OrderedDict((layer.name, _layer(layer)) for layer in spec.layers))
+    module = nn.Sequential(OrderedDict((layer.name, build_layer(layer)) for layer in spec.layers))
     return TorchModel(spec, module.to(device), device)
 
 

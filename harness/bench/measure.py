@@ -1,0 +1,295 @@
+"""``harness bench``: how fast each backend trains and infers, with and without the harness around it.
+
+Four phases per backend, model and batch size, each on the same images in the same order:
+
+- ``train``: ``harness.training.loop.train`` driving the backend's Trainer (batching, learning-rate schedule,
+  loss checks: everything a real run does except checkpoints and the per-epoch evaluation).
+- ``train-bare``: the framework's minimal loop (``backends/<name>/bare.py``) on the same model.
+- ``infer-native``: ``backend.predict``.
+- ``infer-onnxruntime``: the backend's own ONNX export in ONNX Runtime.
+
+Each phase is warmed up first (MindSpore compiles its graphs there), then timed once per repeat;
+the repeats interleave the two phases of each compared pair (train with train-bare, native with ONNX
+Runtime) in alternating order, so a busy machine slows both alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..backend import get_backend
+from ..config import build_config
+from ..data.batches import epoch_permutation
+from ..data.fit import Dataset, prepare
+from ..data.locate import search_dataset
+from ..data.registry import load_raw
+from ..errors import HarnessError
+from ..evaluators.onnxrt import run_session, session
+from ..model.weights import init_weights
+from ..model.zoo import MODELS, build_model
+from ..training.loop import train
+from ..training.schedule import decayed_names
+
+PHASES = ("train", "train-bare", "infer-native", "infer-onnxruntime")
+COMPARED_PAIRS = (("train", "train-bare"), ("infer-native", "infer-onnxruntime"))
+DEFAULT_STEPS, SLOW_STEPS = 200, 5  # timed steps per measurement; VGG11 on a 2-core CPU takes ~4 s a step at 64
+DEFAULT_WARMUP, SLOW_WARMUP = 5, 2  # untimed steps first: the first one holds MindSpore's compilation
+SYNTHETIC_IMAGES = 8192  # synthetic pool; more steps than it holds cycle through it epoch by epoch
+EVAL_IMAGES = 256  # the loop evaluates after every epoch (outside its timing); keep that cheap
+# The bare loops' settings too: their lr is fixed, so the harness loop's is.
+SETTINGS = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "schedule": "constant", "seed": 0}
+
+
+@dataclass
+class BenchSettings:
+    """What ``harness bench`` measures (the CLI's flags)."""
+
+    backends: list[str]
+    models: list[str]
+    batch_sizes: list[int]
+    repeats: int = 3
+    steps: int | None = None  # None: DEFAULT_STEPS, SLOW_STEPS for VGG
+    warmup: int | None = None  # None: DEFAULT_WARMUP, SLOW_WARMUP for VGG
+    dataset: str | None = None  # None: the model's real dataset if present, else synthetic
+    device: str = "cpu"
+    data_dir: Path | None = None
+    threads: int | None = None  # None: each framework's default
+
+
+def parse_positive_ints(text: str, flag: str) -> list[int]:
+    """``"1,64,256"`` as ints, each >= 1, or a one-line HarnessError naming ``flag``."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise HarnessError(f"{flag} {text!r} must be comma-separated integers, e.g. 1,64,256") from None
+    if not values or min(values) < 1:
+        raise HarnessError(f"{flag} {text!r}: every value must be an integer >= 1")
+    return values
+
+
+def parse_models(text: str) -> list[str]:
+    """``"lenet5,vgg11"`` as registry names, or a one-line HarnessError listing the valid ones."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in MODELS]
+    if unknown or not names:
+        raise HarnessError(f"unknown model(s) {unknown} in --models {text!r}; expected a comma-separated "
+                           f"subset of {', '.join(MODELS)}")
+    return names
+
+
+def default_counts(model: str) -> tuple[int, int]:
+    """(timed steps, warm-up steps) per measurement when ``--steps`` and ``--warmup`` are not given."""
+    return (SLOW_STEPS, SLOW_WARMUP) if model.startswith("vgg") else (DEFAULT_STEPS, DEFAULT_WARMUP)
+
+
+def default_dataset(model: str, data_dir: Path | None) -> str:
+    """The real dataset the model is made for when its files are found (mnist, cifar10), else synthetic."""
+    wanted = "mnist" if MODELS[model].channels == 1 else "cifar10"
+    return wanted if search_dataset(wanted, data_dir)[0] is not None else "synthetic"
+
+
+def load_bench_data(model: str, dataset: str, data_dir: Path | None, synthetic_images: int = SYNTHETIC_IMAGES,
+                    seed: int = 0) -> tuple[Any, Dataset]:
+    """The model's spec and the prepared data; ``synthetic`` is drawn with ``synthetic_images`` training images."""
+    entry = MODELS[model]
+    shape = (entry.channels, entry.size, entry.size)
+    raw = load_raw(dataset, data_dir, synthetic_shape=shape, synthetic_sizes=(synthetic_images, EVAL_IMAGES),
+                   seed=seed)
+    spec = build_model(model, raw.train_images.shape[1], raw.info.num_classes)
+    return spec, prepare(raw, spec.input_shape)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one batch size is timed: ``epochs`` passes over the first ``images`` images, no partial batch."""
+
+    batch_size: int
+    images: int
+    epochs: int
+
+    @property
+    def steps(self) -> int:
+        """Steps timed per measurement."""
+        return self.epochs * self.images // self.batch_size
+
+
+def make_plan(pool: int, batch_size: int, steps: int) -> Plan:
+    """At least ``steps`` full batches from a pool of ``pool`` images (a partial batch would be a new
+    shape, and MindSpore would compile it inside the timing)."""
+    per_epoch = min(pool // batch_size, steps)
+    if per_epoch == 0:
+        raise HarnessError(f"batch size {batch_size} is larger than the {pool} training images; "
+                           "use a smaller --batch-sizes value or a larger --dataset")
+    return Plan(batch_size, per_epoch * batch_size, math.ceil(steps / per_epoch))
+
+
+class _WarmTrainer:
+    """The backend, except that ``make_trainer`` hands out one trainer, made and warmed up beforehand,
+    so the timed loop measures steps, not trainer construction and graph compilation."""
+
+    def __init__(self, backend, trainer) -> None:
+        self._backend, self._trainer = backend, trainer
+
+    def make_trainer(self, model, train_config, decay_names):
+        return self._trainer
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+
+def _fresh_model(backend, spec, device: str, seed: int):
+    model = backend.build(spec, device)
+    backend.set_weights(model, init_weights(spec, seed))
+    return model
+
+
+class Subject:
+    """One backend and one model: the four timed things, each on its own model built from the same weights."""
+
+    def __init__(self, name: str, spec, data: Dataset, device: str, workdir: Path, threads: int | None) -> None:
+        self.name, self.spec, self.data = name, spec, data
+        self.backend = get_backend(name)
+        self.device = self.backend.resolve_device(device)
+        if threads is not None:
+            self.backend.set_threads(threads)  # before the first kernel: MindSpore reads it once
+        self.threads = self.backend.threads()
+        self.train_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
+        self.versions = self.backend.versions()  # after the first build: MindSpore settles its ISA cap there
+        config = self.config(1, 1)
+        decayed = decayed_names(spec, config.train.decay_scope)
+        trainer = self.backend.make_trainer(self.train_model, config.train, decayed)
+        self.harness = _WarmTrainer(self.backend, trainer)
+        bare_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
+        self.bare = self.backend.bare_loop(bare_model, data.train_x, data.train_y, SETTINGS["learning_rate"],
+                                           SETTINGS["momentum"])
+        self.infer_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
+        onnx_path = self.backend.export_onnx(self.infer_model, workdir / f"{name}-{spec.name}.onnx")
+        self.session = session(onnx_path, threads=threads)
+
+    def config(self, batch_size: int, epochs: int):
+        """The run settings of the harness loop (the bare loops use the same optimizer settings)."""
+        return build_config({"model": self.spec.name, "backend": self.name, "device": self.device,
+                             "batch_size": batch_size, "epochs": epochs, **SETTINGS})
+
+    def _subset(self, images: int) -> Dataset:
+        d = self.data
+        return dataclasses.replace(d, train_x=d.train_x[:images], train_y=d.train_y[:images],
+                                   test_x=d.test_x[:EVAL_IMAGES], test_y=d.test_y[:EVAL_IMAGES])
+
+    def timers(self, plan: Plan) -> dict[str, Callable[[], float]]:
+        """Phase -> a function that runs ``plan`` once and returns the seconds its steps took."""
+        data, b, x = self._subset(plan.images), plan.batch_size, self.data.train_x[:plan.images]
+        config = self.config(b, plan.epochs)
+        # The bare loop walks the harness's own epoch orders, so both see the same batches.
+        order = np.concatenate([epoch_permutation(plan.images, SETTINGS["seed"], e) for e in range(plan.epochs)])
+        return {
+            "train": lambda: train(self.harness, self.train_model, self.spec, data, config, quiet=True).train_seconds,
+            "train-bare": lambda: self.bare.run(order, b),
+            "infer-native": lambda: _timed(plan.epochs, lambda: self.backend.predict(self.infer_model, x, b)),
+            "infer-onnxruntime": lambda: _timed(plan.epochs, lambda: run_session(self.session, x, b)),
+        }
+
+
+def _timed(passes: int, work: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    for _ in range(passes):
+        work()
+    return time.perf_counter() - started
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux >= 4.0); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of the process since the last reset (VmHWM), else since it started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def result_row(subject: Subject, phase: str, plan: Plan, seconds: list[float], peak: float, scope: str) -> dict:
+    """bench.csv's row of one phase: median, min and max images/s over the repeats, ms per step, peak RSS."""
+    rates = [plan.steps * plan.batch_size / s for s in seconds]
+    median = statistics.median(rates)
+    versions = dict(subject.versions)
+    if phase == "infer-onnxruntime":
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    threads = subject.session.get_session_options().intra_op_num_threads if phase == "infer-onnxruntime" \
+        else subject.threads
+    return {"backend": subject.name, "device": subject.device, "model": subject.spec.name,
+            "dataset": subject.data.info.name, "data_source": subject.data.source, "phase": phase,
+            "batch_size": plan.batch_size, "steps": plan.steps, "repeats": len(seconds), "images_per_s": median,
+            "images_per_s_min": min(rates), "images_per_s_max": max(rates),
+            "ms_per_step": 1000 * plan.batch_size / median,
+            "peak_rss_mib": round(peak, 1), "peak_rss_scope": scope, "threads": threads or "default",
+            "versions": json.dumps(versions, sort_keys=True)}
+
+
+def measure(subject: Subject, plan: Plan, repeats: int, warmup: int) -> list[dict]:
+    """Warm every phase up on ``warmup`` batches of the plan's shape, then time each ``repeats`` times.
+
+    Returns:
+        One row per phase: median, min and max images/s over the repeats, ms per step, peak RSS.
+    """
+    for timer in subject.timers(make_plan(plan.images, plan.batch_size, warmup)).values():
+        timer()  # same shapes as the timed runs: MindSpore compiles every graph here
+    timers = subject.timers(plan)
+    seconds: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    peaks = dict.fromkeys(PHASES, 0.0)
+    scope = "measurement"
+    # Each compared pair is timed on its own, interleaved (a noisy neighbour slows both alike) and in alternating
+    # order (neither always runs second). Mixing in the other pair skewed the ratio: PyTorch's harness/bare read
+    # 0.84-0.93 that way and 1.01 alone, both on a quiet machine.
+    for pair in COMPARED_PAIRS:
+        for repeat in range(repeats):
+            for phase in pair if repeat % 2 == 0 else pair[::-1]:
+                scope = "measurement" if _reset_peak_rss() else "process"
+                seconds[phase].append(timers[phase]())
+                peaks[phase] = max(peaks[phase], _peak_rss_mib())
+    return [result_row(subject, phase, plan, seconds[phase], peaks[phase], scope) for phase in PHASES]
+
+
+def run_bench(settings: BenchSettings, progress: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
+    """Measure every backend x model x batch size; ``progress`` sees each batch size's rows as they come.
+
+    Raises:
+        HarnessError: missing data, a backend or device that cannot run, a batch larger than the data.
+    """
+    rows: list[dict] = []
+    for model in settings.models:
+        dataset = settings.dataset or default_dataset(model, settings.data_dir)
+        steps, warmup = settings.steps or default_counts(model)[0], settings.warmup or default_counts(model)[1]
+        needed = max(settings.batch_sizes) * max(steps, warmup)  # more would only cost drawing time
+        spec, data = load_bench_data(model, dataset, settings.data_dir, min(SYNTHETIC_IMAGES, needed), SETTINGS["seed"])
+        plans = [make_plan(len(data.train_x), b, steps) for b in settings.batch_sizes]  # fail before any work
+        with tempfile.TemporaryDirectory(prefix="harness-bench-") as workdir:
+            for name in settings.backends:
+                subject = Subject(name, spec, data, settings.device, Path(workdir), settings.threads)
+                for plan in plans:
+                    rows += measure(subject, plan, settings.repeats, warmup)
+                    progress(rows[-len(PHASES):])
+                del subject  # its models and preloaded data go before the next backend's
+    return rows

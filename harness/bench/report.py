@@ -1,0 +1,99 @@
+"""``harness bench``'s output: ``bench.csv``, ``bench.png`` and the lines printed while it runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .. import __version__
+from ..runs.files import atomic_path, ensure_writable_dir
+from .measure import PHASES
+
+COLUMNS = ("backend device model dataset data_source phase batch_size steps repeats images_per_s images_per_s_min "
+           "images_per_s_max ms_per_step harness_to_bare ratio_to_pytorch peak_rss_mib peak_rss_scope threads "
+           "versions harness_version generated_at").split()
+
+
+def add_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """``harness_to_bare`` on train rows (train / train-bare of the same backend, model and batch size) and
+    ``ratio_to_pytorch`` on every row (images/s over PyTorch's in the same model, phase and batch size)."""
+    key = ["backend", "model", "batch_size"]
+    bare = frame[frame.phase == "train-bare"].set_index(key)["images_per_s"]
+    train = frame.phase == "train"
+    frame = frame.assign(harness_to_bare=float("nan"))
+    frame.loc[train, "harness_to_bare"] = [
+        row.images_per_s / bare.get((row.backend, row.model, row.batch_size), float("nan"))
+        for row in frame[train].itertuples()]
+    torch_rows = frame[frame.backend == "pytorch"].set_index(["model", "phase", "batch_size"])["images_per_s"]
+    frame["ratio_to_pytorch"] = [row.images_per_s / torch_rows.get((row.model, row.phase, row.batch_size), float("nan"))
+                                 for row in frame.itertuples()]
+    return frame
+
+
+def bench_frame(rows: list[dict]) -> pd.DataFrame:
+    """The rows as bench.csv's table: ratios added, provenance filled in, fixed column order."""
+    frame = add_ratios(pd.DataFrame(rows))
+    frame = frame.assign(harness_version=__version__, generated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return frame.reindex(columns=COLUMNS)
+
+
+def progress_line(rows: list[dict]) -> str:
+    """One batch size of one backend as it finishes, the harness/bare ratio included."""
+    by_phase = {row["phase"]: row for row in rows}
+    first = rows[0]
+    parts = [f"{phase} {row['images_per_s']:,.0f}" for phase, row in by_phase.items()]
+    ratio = by_phase["train"]["images_per_s"] / by_phase["train-bare"]["images_per_s"]
+    return (f"{first['backend']:9s} {first['model']} batch {first['batch_size']:<4d} images/s: "
+            f"{' | '.join(parts)} | harness/bare {ratio:.3f}")
+
+
+def ratio_lines(frame: pd.DataFrame) -> list[str]:
+    """MindSpore (every non-PyTorch backend) over PyTorch, per model, phase and batch size."""
+    lines = []
+    for row in frame[frame.backend != "pytorch"].dropna(subset=["ratio_to_pytorch"]).itertuples():
+        lines.append(f"{row.backend}/pytorch {row.model:8s} {row.phase:18s} batch {row.batch_size:<4d} "
+                     f"{row.ratio_to_pytorch:.2f}x")
+    return lines
+
+
+def plot_bench(frame: pd.DataFrame, path: Path) -> Path | None:
+    """Grouped bars of images/s (median, min-max whiskers) per phase, one panel per model, log y."""
+    from ..report.plots import colour, plt, save_figure  # the Agg backend is selected there
+
+    models = list(dict.fromkeys(frame.model))
+    if not models:
+        return None
+    series = list(dict.fromkeys(zip(frame.backend, frame.batch_size)))
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    width = 0.8 / len(series)
+    for ax, model in zip(axes[0], models):
+        rows = frame[frame.model == model]
+        for index, (backend, batch) in enumerate(series):
+            part = rows[(rows.backend == backend) & (rows.batch_size == batch)].set_index("phase")
+            xs = [i + (index - (len(series) - 1) / 2) * width for i, phase in enumerate(PHASES)]
+            values = [part["images_per_s"].get(phase, float("nan")) for phase in PHASES]
+            low = [v - part["images_per_s_min"].get(p, v) for p, v in zip(PHASES, values)]
+            high = [part["images_per_s_max"].get(p, v) - v for p, v in zip(PHASES, values)]
+            shade = 0.35 + 0.65 * (sorted({b for _, b in series}).index(batch) + 1) / len({b for _, b in series})
+            ax.bar(xs, values, width, yerr=[low, high], color=colour(backend), alpha=shade,
+                   label=f"{backend}, batch {batch}", edgecolor="black", linewidth=0.4, capsize=2)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(PHASES)), PHASES, fontsize=8)
+        ax.set_title(f"{model} ({rows['dataset'].iloc[0]}, {rows['device'].iloc[0]})")
+        ax.set_ylabel("images/s (median of repeats; whiskers: min-max)")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    return save_figure(fig, path)
+
+
+
+def write_bench(rows: list[dict], reports_dir: Path) -> tuple[pd.DataFrame, Path, Path | None]:
+    """Write ``bench.csv`` (atomically) and ``bench.png`` into ``reports_dir``; returns the table and both paths."""
+    ensure_writable_dir(reports_dir, "reports folder")
+    frame = bench_frame(rows)
+    csv = Path(reports_dir) / "bench.csv"
+    with atomic_path(csv) as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame, csv, plot_bench(frame, Path(reports_dir) / "bench.png")

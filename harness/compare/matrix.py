@@ -1,0 +1,229 @@
+"""The cross-check matrix: every evaluator of every run, paired, judged, and tabulated.
+
+Evaluators (all on the same prepared test images): ``<backend>:native`` and
+``<backend>:onnxruntime`` from the run itself, ``reference:float64[<b> weights]``
+(numpy float64 forward of the spec, on a subset for big models), and
+``<other>[<b> weights]`` (the other framework running b's trained weights).
+Same-weights pairs must agree within a tolerance; two trained runs must agree
+in accuracy within a band.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..backend import Backend, get_backend
+from ..config import RunConfig
+from ..data.fit import Dataset
+from ..errors import HarnessError
+from ..evaluators.base import Evaluator, Recorded
+from ..evaluators.float64 import Float64Evaluator
+from ..evaluators.native import NativeEvaluator
+from ..evaluators.onnxrt import OnnxEvaluator, graph_summary
+from ..model.spec import ModelSpec
+from ..model.weights import Weights, load_weights
+from ..runs.arrays import READ_ERRORS, read_arrays
+from ..runs.folder import read_run_config, read_run_info
+from ..tolerances import Tolerance, policies
+from .divergence import describe_divergence, worst_images
+from .metrics import confusion_matrix, pair_metrics, trained_pair
+
+REFERENCE_IMAGES_BIG_MODEL = 512  # float64 numpy VGG11 is slow: a fixed subset suffices as a referee
+BIG_MODEL_PARAMS = 1_000_000
+PREDICTION_KEYS = ("labels", "logits_native", "logits_onnx")  # what the runner writes to predictions.npz
+
+
+@dataclass
+class LoadedRun:
+    """A completed run folder, read back."""
+
+    run_dir: Path
+    info: dict
+    config: RunConfig
+    weights: dict[str, np.ndarray]
+    predictions: dict[str, np.ndarray]
+    metrics: pd.DataFrame  # metrics.csv, read up front so a broken file fails before any evaluation
+
+
+def load_run(run_dir: Path, spec: ModelSpec) -> LoadedRun:
+    """Read a run folder's config, weights and predictions, or raise HarnessError naming the broken file."""
+    info, config = read_run_info(run_dir), read_run_config(run_dir)
+    weights = load_weights(spec, run_dir / "weights.npz")
+    try:
+        predictions = read_arrays(run_dir / "predictions.npz")
+    except READ_ERRORS as error:
+        raise HarnessError(f"{run_dir}/predictions.npz is unreadable ({error}); re-run with --fresh") from None
+    # np.load hands a zip member that is not a .npy (e.g. a torch.save'd data.pkl) back as raw bytes.
+    missing = [key for key in PREDICTION_KEYS if not isinstance(predictions.get(key), np.ndarray)]
+    if missing:
+        raise HarnessError(f"{run_dir}/predictions.npz lacks the array(s) {', '.join(missing)}; "
+                           "re-run with --fresh")
+    try:
+        metrics = pd.read_csv(run_dir / "metrics.csv")
+    # pandas' ParserError and EmptyDataError, and UnicodeDecodeError for binary bytes, are ValueErrors.
+    except (OSError, ValueError) as error:
+        message = " ".join(str(error).split())
+        raise HarnessError(f"{run_dir}/metrics.csv is unreadable ({message}); re-run with --fresh") from None
+    return LoadedRun(run_dir, info, config, weights, predictions, metrics)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two evaluators that share weights, the tolerance they are judged by, and how many test images."""
+
+    a: Evaluator
+    b: Evaluator  # the reference side of the tolerance
+    tolerance: Tolerance
+    count: int
+
+
+@dataclass
+class Matrix:
+    """Collected rows and raw differences while evaluating."""
+
+    spec: ModelSpec
+    dataset: Dataset
+    rows: list[dict] = field(default_factory=list)
+    diffs: dict[str, np.ndarray] = field(default_factory=dict)
+    class_rows: list[dict] = field(default_factory=list)
+    confusion_rows: list[dict] = field(default_factory=list)
+
+    def add_pairs(self, pairs: list[Pair], weights: Weights) -> None:
+        """Judge every pair on the test images, each evaluator run once on the most images any pair needs.
+
+        A failed pair of two evaluators that both give activations gets the layer where they part.
+        """
+        x = self.dataset.test_x
+        needed: dict[str, int] = {}
+        for pair in pairs:
+            for side in (pair.a, pair.b):
+                needed[side.name] = max(needed.get(side.name, 0), pair.count)
+        evaluators = {side.name: side for pair in pairs for side in (pair.a, pair.b)}
+        logits = {name: evaluators[name].logits(x[:count]) for name, count in needed.items()}
+        for pair in pairs:
+            a, b = logits[pair.a.name][:pair.count], logits[pair.b.name][:pair.count]
+            row = {"kind": "same-weights", "evaluator_a": pair.a.name, "evaluator_b": pair.b.name,
+                   **pair_metrics(a, b, pair.tolerance), "status": "ok"}
+            if not row["passed"] and pair.a.has_layers and pair.b.has_layers:
+                images = x[worst_images(a, b, pair.tolerance)]
+                row["first_divergent_layer"] = describe_divergence(self.spec, weights, images, pair.a, pair.b)
+            self.rows.append(row)
+            self.diffs[f"{pair.a.name} vs {pair.b.name}"] = np.abs(a.astype(np.float64) - b).ravel()
+
+    def add_classes(self, backend: str, evaluator: str, logits: np.ndarray) -> None:
+        labels, classes = self.dataset.test_y, self.dataset.info.classes
+        counts = confusion_matrix(logits, labels, len(classes))
+        for i, name in enumerate(classes):
+            n = int(counts[i].sum())
+            self.class_rows.append({"backend": backend, "evaluator": evaluator, "class_index": i,
+                                    "class_name": name, "n": n, "correct": int(counts[i, i]),
+                                    "accuracy": counts[i, i] / n if n else float("nan")})
+            self.confusion_rows += [{"backend": backend, "evaluator": evaluator, "true_class": i,
+                                     "predicted_class": j, "count": int(counts[i, j])} for j in range(len(classes))]
+
+
+def _reference_count(spec: ModelSpec, n: int) -> int:
+    return min(n, REFERENCE_IMAGES_BIG_MODEL) if spec.num_params > BIG_MODEL_PARAMS else n
+
+
+def same_weights_pairs(spec: ModelSpec, dataset: Dataset, name: str, run: LoadedRun,
+                       others: dict[str, Backend]) -> list[Pair]:
+    """Every pair that shares run ``name``'s trained weights: its ONNX export against its native logits,
+    both against float64, and each other backend running those weights against both."""
+    x, n = dataset.test_x, len(dataset.test_x)
+    count = _reference_count(spec, n)
+    policy = policies()
+    where = f"{run.run_dir}/predictions.npz"
+    trained = f"{name}'s trained weights ({run.run_dir}/weights.npz)"
+    native = Recorded(NativeEvaluator.build(get_backend(name), spec, run.weights, f"{name}:native", trained),
+                      x, run.predictions["logits_native"], where)
+    onnx = Recorded(OnnxEvaluator(run.run_dir / "model.onnx", f"{name}:onnxruntime"),
+                    x, run.predictions["logits_onnx"], where)
+    ref = Float64Evaluator(spec, run.weights, f"reference:float64[{name} weights]",
+                           f"harness float64 numpy forward with {trained}")
+    pairs = [Pair(onnx, native, policy.onnx, n), Pair(native, ref, policy.reference, count),
+             Pair(onnx, ref, policy.reference, count)]
+    for other_name, other in others.items():
+        cross = NativeEvaluator.build(other, spec, run.weights, f"{other_name}[{name} weights]", trained)
+        pairs += [Pair(cross, native, policy.cross, n), Pair(cross, ref, policy.reference, count)]
+    return pairs
+
+
+def trained_rows(m: Matrix, runs: dict[str, LoadedRun], controls: dict[str, LoadedRun]) -> None:
+    """Accuracy band and prediction agreement of every pair of trained runs. Where run a has a control
+    (a's config from initial weights one float32 step away), the agreement floor follows how much that
+    alone changes a's predictions."""
+    names = list(runs)
+    band, min_agree = policies().trained.accuracy_band, policies().trained.min_top1_agree
+    factor = policies().trained.control_factor
+    labels = m.dataset.test_y
+    for i, a in enumerate(names):
+        control = trained_pair(runs[a].predictions["logits_native"], controls[a].predictions["logits_native"],
+                               labels)["top1_agree"] if a in controls else float("nan")
+        floor = min_agree if np.isnan(control) else min(min_agree, 1 - factor * (1 - control))
+        for b in names[i + 1:]:
+            stats = trained_pair(runs[a].predictions["logits_native"], runs[b].predictions["logits_native"], labels)
+            passed = abs(stats["accuracy_delta"]) <= band and stats["top1_agree"] >= floor
+            m.rows.append({"kind": "trained", "evaluator_a": f"{a}:native", "evaluator_b": f"{b}:native",
+                           **stats, "control_top1_agree": control, "min_top1_agree": floor, "passed": passed,
+                           "status": "ok"})
+
+
+def _run_row(name: str, run: LoadedRun | str) -> dict:
+    if isinstance(run, str):
+        return {"backend": name, "status": "error", "error": run}
+    keys = ("run_id", "backend", "device", "model", "dataset", "num_params", "epochs", "train_loss",
+            "test_accuracy", "onnx_test_accuracy", "train_seconds", "images_per_s", "infer_native_images_per_s",
+            "infer_onnx_images_per_s", "status")
+    return {**{k: run.info.get(k) for k in keys}, "versions": json.dumps(run.info.get("versions", {}))}
+
+
+def _graph_rows(name: str, run: LoadedRun) -> list[dict]:
+    summary = graph_summary(run.run_dir / "model.onnx")
+    ops = summary.pop("ops")
+    return [{"backend": name, "run_id": run.info["run_id"], **summary, "op_type": op, "count": n}
+            for op, n in ops.items()]
+
+
+def _curve_rows(name: str, run: LoadedRun) -> pd.DataFrame:
+    return run.metrics.assign(backend=name, run_id=run.info["run_id"])
+
+
+def cross_check(spec: ModelSpec, dataset: Dataset, runs: dict[str, LoadedRun | str],
+             controls: dict[str, LoadedRun] | None = None) -> tuple[dict, dict]:
+    """The whole matrix for runs of one config.
+
+    Args:
+        spec: the model all runs share.
+        dataset: the prepared test data all runs were evaluated on.
+        runs: backend name -> its loaded run, or the error message of a backend that failed.
+        controls: backend name -> its control run (``init_ulps`` one higher), where one was trained.
+
+    Returns:
+        (tables by report name, |difference| arrays by pair label).
+    """
+    ok = {name: run for name, run in runs.items() if not isinstance(run, str)}
+    m = Matrix(spec, dataset)
+    for name, run in ok.items():
+        others = {o: get_backend(o) for o in ok if o != name}
+        m.add_pairs(same_weights_pairs(spec, dataset, name, run, others), run.weights)
+        m.add_classes(name, f"{name}:native", run.predictions["logits_native"])
+    trained_rows(m, ok, controls or {})
+    for name, run in runs.items():
+        if isinstance(run, str):
+            m.rows.append({"kind": "run", "evaluator_a": f"{name}:native", "status": "error", "error": run,
+                           "passed": False})
+    tables = {
+        "runs": pd.DataFrame([_run_row(n, r) for n, r in runs.items()]),
+        "agreement": pd.DataFrame(m.rows).assign(model=spec.name, dataset=dataset.info.name),
+        "curves": pd.concat([_curve_rows(n, r) for n, r in ok.items()], ignore_index=True) if ok else pd.DataFrame(),
+        "per_class": pd.DataFrame(m.class_rows),
+        "confusion": pd.DataFrame(m.confusion_rows),
+        "onnx_graphs": pd.DataFrame([row for n, r in ok.items() for row in _graph_rows(n, r)]),
+    }
+    return tables, m.diffs

@@ -1,0 +1,1 @@
+"""Datasets as numpy: the registry and loading, file readers, where files are, fitting to a model, batches."""

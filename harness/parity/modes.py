@@ -1,0 +1,260 @@
+"""Step-level training parity between two backends, and the first layer where they part.
+
+End-of-training comparisons cannot tell a framework difference from chaos (float32
+rounding grows over thousands of steps). Two modes separate them:
+
+- lockstep: both start from the same weights and take K steps on the same batches;
+  the weight difference after each step is recorded (it may grow: chaos).
+- synchronised: before every step both are reset to the same weights and optimizer
+  state; the updates they produce are compared. This isolates one step's numeric
+  difference, so its tolerance is tight.
+
+Dropout layers are removed for parity (their masks cannot match across frameworks).
+Per-parameter gradients come from any backend through the protocol: one plain SGD
+step with learning rate lr from weights W gives W1 = W - lr*grad.
+
+Every gradient, update and trajectory is also computed in float64 by the harness
+(``harness.parity.spread``), with and without the decisions float32 cannot make: each row
+reports both sides' distance from float64 (``rel64_a``, ``rel64_b``) and float32's
+``spread``, and passes when ``rel <= budget + spread_factor * spread`` (``allowed``).
+A synchronised step over the budget also gets ``rel_matched``: the difference left once each
+side is compared with the float64 step taking that side's own undecidable decisions, and each
+side's distance from that step (``rel64_matched_a``, ``rel64_matched_b``): whose rounding it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..backend import Backend, get_backend
+from ..compare.metrics import layer_differences
+from ..config import RunConfig, TrainConfig
+from ..data.batches import steps_per_epoch
+from ..data.fit import Dataset
+from ..model.spec import Dropout, ModelSpec
+from ..model.weights import init_weights
+from ..reference.forward import forward
+from ..reference.grad import decision_layers
+from ..tolerances import policies
+from ..training.schedule import decayed_names, learning_rates
+from . import spread
+from .rows import (adam_rows, cancelled_update_scales, float64_columns, gradient_scales, matched_rel, moment_scales,
+                   relative, weight_rows)
+
+DIVERGENCE_BATCH = 16
+# parity.csv's columns, in order (reports/README.md); a mode leaves the ones it has no value for empty.
+COLUMNS = ("mode", "step", "param", "pair", "max_abs", "rel", "passed", "allowed", "rel64_a", "rel64_b", "spread",
+           "undecided", "rel_matched", "rel64_matched_a", "rel64_matched_b", "noise", "max_ulps", "cosine", "loss_a",
+           "loss_b", "loss_diff", "loss_explained", "model", "backend_a", "backend_b")
+
+
+def parity_spec(spec: ModelSpec) -> ModelSpec:
+    """``spec`` without Dropout layers; every parameter name is unchanged."""
+    return replace(spec, layers=tuple(layer for layer in spec.layers if not isinstance(layer, Dropout)))
+
+
+@dataclass
+class Side:
+    """One backend's model and trainer."""
+
+    name: str
+    backend: Backend
+    model: Any
+    trainer: Any = None
+
+
+def step_batches(dataset: Dataset, config: RunConfig, steps: int) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
+    """The run's first ``steps`` batches with the learning rate of each: what both sides of a mode take."""
+    t = config.train
+    per_epoch = steps_per_epoch(len(dataset.train_y), t.batch_size)
+    # The run's own schedule (its first `steps` rates); stretched only when parity asks for more steps than it has.
+    rates = learning_rates(replace(t, epochs=max(t.epochs, -(-steps // per_epoch))), per_epoch)
+    step, epoch = 0, 0
+    while True:
+        for xb, yb in dataset.train_batches(t.batch_size, t.seed, epoch, augment=config.data.augment):
+            if step == steps:
+                return
+            yield xb, yb, float(rates[step])
+            step += 1
+        epoch += 1
+
+
+def _loss_explained(spec: ModelSpec, before: tuple[dict, dict], x: np.ndarray, y: np.ndarray, gap: float) -> float:
+    """How far apart the two sides' losses on this batch may be, given their weights before the step:
+    a loss gap the weights imply is their drift (judged per tensor), not a fault. Only evaluated when
+    ``gap`` exceeds the budget (else 0: nothing to explain)."""
+    wa, wb = before
+    if gap <= policies().lockstep.loss_abs or all(np.array_equal(wa[name], wb[name]) for name in wa):
+        return 0.0
+    return abs(spread.batch_loss(spec, wa, x, y) - spread.batch_loss(spec, wb, x, y))
+
+
+def lockstep(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: RunConfig, steps: int,
+             weights: dict) -> list[dict]:
+    """K steps side by side from the same weights, with the two reference trajectories; rows per step and tensor."""
+    rows = []
+    decay = decayed_names(spec, config.train.decay_scope)
+    for side in (a, b):
+        side.backend.set_weights(side.model, weights)
+        side.trainer = side.backend.make_trainer(side.model, config.train, decay)
+    ref, before = spread.LockstepReference(spec, config.train, decay, weights), (weights, weights)
+    for step, (xb, yb, lr) in enumerate(step_batches(dataset, config, steps), start=1):
+        loss_a, loss_b = a.trainer.step(xb, yb, lr), b.trainer.step(xb, yb, lr)
+        ref.step(xb, yb, lr)
+        explained = _loss_explained(spec, before, xb, yb, abs(loss_a - loss_b))
+        wa, wb = a.backend.get_weights(a.model), b.backend.get_weights(b.model)
+        for row in weight_rows("lockstep", step, None, wa, wb, spec, ref.exact.weights, ref.flipped.weights,
+                               allowance=ref.noise):
+            rows.append({**row, "loss_a": loss_a, "loss_b": loss_b, "loss_diff": abs(loss_a - loss_b),
+                         "loss_explained": explained, "undecided": ref.undecided})
+        before = (wa, wb)
+    return rows
+
+
+def synchronised(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: RunConfig, steps: int,
+                 weights: dict) -> list[dict]:
+    """K single steps, both sides reset to a's weights and optimizer state before each."""
+    decay = decayed_names(spec, config.train.decay_scope)
+    for side in (a, b):
+        side.trainer = side.backend.make_trainer(side.model, config.train, decay)
+    rows, state = [], {}
+    for step, (xb, yb, lr) in enumerate(step_batches(dataset, config, steps), start=1):
+        losses = []
+        for side in (a, b):
+            side.backend.set_weights(side.model, weights)
+            side.trainer.load_state(state)
+            losses.append(side.trainer.step(xb, yb, lr))
+        exact, flipped, grads = spread.synchronised_step(spec, config.train, decay, weights, state,
+                                                                   xb, yb, lr)
+        wa, wb = a.backend.get_weights(a.model), b.backend.get_weights(b.model)
+        state_a = a.trainer.state()
+        if config.train.optimizer == "sgd":
+            moment_scale, floors = {}, cancelled_update_scales(grads, lr)
+            step_rows = weight_rows("synchronised", step, weights, wa, wb, spec, exact.weights, flipped.weights,
+                                    floors=floors)
+        else:
+            moment_scale, floors = moment_scales(state_a, spec, config.train, grads), {}
+            step_rows = adam_rows(step, weights, wa, wb, state_a, b.trainer.state(), config.train, lr, decay, spec,
+                                  (exact, flipped), moment_scale)
+        if any(row["rel"] > policies().step.update_rel for row in step_rows):  # else nothing to explain
+            taken = [_decision_inputs(side, spec, weights, xb) for side in (a, b)]
+            outcomes = spread.matched_steps(spec, config.train, decay, weights, state, xb, yb, lr, taken)
+            matched = matched_rel(weights, wa, wb, (state_a, b.trainer.state()), outcomes, spec, config.train,
+                                  moment_scale, floors)
+            # Adam's weight rows have no decision to match (see adam_rows): rel_matched is their rel.
+            step_rows = [{**row, **matched.get(row["param"], {"rel_matched": row["rel"]})} for row in step_rows]
+        rows += [{**row, "loss_a": losses[0], "loss_b": losses[1], "loss_diff": abs(losses[0] - losses[1]),
+                  "undecided": grads.undecided} for row in step_rows]
+        weights, state = wa, state_a
+    return rows
+
+
+def _decision_inputs(side: Side, spec: ModelSpec, weights: dict, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The backend's own train-mode inputs of its ReLU and max-pool layers: the values it decided by."""
+    side.backend.set_weights(side.model, weights)
+    outputs = side.backend.activations(side.model, x, train=True)
+    names = [layer.name for layer in spec.layers]
+    inputs = {names[0]: x, **{name: outputs[before] for before, name in zip(names, names[1:])}}
+    return {name: inputs[name] for name in decision_layers(spec)}
+
+
+MODES = {"lockstep": lockstep, "synchronised": synchronised}
+
+
+def _sgd_step(side: Side, weights: dict, x: np.ndarray, y: np.ndarray, lr: float) -> dict[str, np.ndarray]:
+    side.backend.set_weights(side.model, weights)
+    plain = TrainConfig(optimizer="sgd", momentum=0.0, weight_decay=0.0)
+    side.backend.make_trainer(side.model, plain, set()).step(x, y, lr)
+    return side.backend.get_weights(side.model)
+
+
+def gradients(side: Side, spec: ModelSpec, weights: dict, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-parameter gradients of the mean loss, through the protocol: one plain SGD step gives W - lr*grad.
+
+    A first step with lr 1 sizes the gradient; the second uses a power-of-two lr that makes
+    lr*grad dwarf the weights, so float32 storage of W1 does not quantise the gradient.
+    """
+    names = spec.trainable_names()
+    probe = _sgd_step(side, weights, x, y, 1.0)
+    largest_grad = max(float(np.abs(weights[n].astype(np.float64) - probe[n]).max()) for n in names)
+    largest_weight = max(float(np.abs(weights[n]).max()) for n in names)
+    lr = 2.0 ** round(np.log2(max(1.0, 1e3 * largest_weight / max(largest_grad, 1e-30))))
+    after = _sgd_step(side, weights, x, y, lr)
+    return {n: (weights[n].astype(np.float64) - after[n]) / lr for n in names}
+
+
+def _backward_rows(a: Side, b: Side, spec: ModelSpec, x: np.ndarray, y: np.ndarray, weights: dict) -> list[dict]:
+    """Per-parameter gradients of a and b against each other, with the float64 columns, loss end first."""
+    grads_a, grads_b = gradients(a, spec, weights, x, y), gradients(b, spec, weights, x, y)
+    ref = spread.gradients(spec, weights, x, y)
+    budget, factor = policies().step.update_rel, policies().float32.spread_factor
+    names = spec.trainable_names()
+    scale = gradient_scales(ref, names)
+    rows = []
+    for name in reversed(names):  # backward order: the loss end first
+        diff = float(np.abs(grads_a[name] - grads_b[name]).max())
+        row = {"mode": "backward", "param": name, "pair": f"{a.name} vs {b.name}", "max_abs": diff,
+               "rel": relative(diff, scale[name]), "undecided": ref.undecided,
+               **float64_columns(grads_a[name], grads_b[name], ref.exact[name], ref.flipped[name], 0.0, scale[name])}
+        row["allowed"] = budget + factor * row["spread"]
+        rows.append({**row, "passed": row["rel"] <= row["allowed"]})
+    return rows
+
+
+def divergence(a: Side, b: Side, spec: ModelSpec, x: np.ndarray, y: np.ndarray, weights: dict) -> list[dict]:
+    """Forward: per-layer activations of a, b and the float64 reference; backward: per-parameter gradients."""
+    layer_tol, rows = policies().layer, []
+    names = [layer.name for layer in spec.layers]
+    acts = {}
+    for side in (a, b):
+        side.backend.set_weights(side.model, weights)
+        acts[side.name] = side.backend.activations(side.model, x)
+    acts["reference"] = forward(spec, weights, x, collect=True)[1]
+    for left, right in ((a.name, b.name), (a.name, "reference"), (b.name, "reference")):
+        rows += [{"mode": "forward", "param": layer.pop("layer"), "pair": f"{left} vs {right}", **layer}
+                 for layer in layer_differences(names, acts[left], acts[right], layer_tol)]
+    return rows + _backward_rows(a, b, spec, x, y, weights)
+
+
+def judge(rows: list[dict]) -> list[dict]:
+    """Mark each step/tensor row passed or failed: within the budget plus float32's spread (``allowed``;
+    in lockstep also plus ``noise``, the part Adam's steps along float32 noise explain), and the loss gap
+    within its budget plus what the two sides' weights explain (lockstep)."""
+    factor = policies().float32.spread_factor
+    budgets = {"synchronised": (policies().step.update_rel, policies().step.loss_abs),
+               "lockstep": (policies().lockstep.weight_rel, policies().lockstep.loss_abs)}
+    for row in rows:
+        if row["mode"] in budgets:
+            rel_budget, loss_budget = budgets[row["mode"]]
+            row["allowed"] = rel_budget + factor * row.get("spread", 0.0) + row.get("noise", 0.0)
+            loss_allowed = loss_budget + row.get("loss_explained", 0.0)
+            row["passed"] = row["rel"] <= row["allowed"] and row["loss_diff"] <= loss_allowed
+    return rows
+
+
+def first_failure(rows: list[dict]) -> dict | None:
+    """The first failing row in order: forward layers, backward params, then steps."""
+    return next((row for row in rows if not row.get("passed", True)), None)
+
+
+def divergence_batch(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed batch (the first training images) for the divergence search."""
+    return dataset.train_x[:DIVERGENCE_BATCH], dataset.train_y[:DIVERGENCE_BATCH]
+
+
+def check(config: RunConfig, spec: ModelSpec, dataset: Dataset, names: list[str], steps: int,
+          modes: list[str], search: bool = True) -> list[dict]:
+    """Every parity check of ``harness parity``: divergence search (unless ``search`` is off), then each
+    mode, judged."""
+    spec = parity_spec(spec)
+    sides = [Side(n, get_backend(n), None) for n in names]
+    for side in sides:
+        side.model = side.backend.build(spec, side.backend.resolve_device(config.device))
+    weights = init_weights(spec, config.train.seed, config.model.init_ulps)
+    rows = divergence(*sides, spec, *divergence_batch(dataset), weights) if search else []
+    for mode in modes:
+        rows += judge(MODES[mode](*sides, spec, dataset, config, steps, weights))
+    return rows

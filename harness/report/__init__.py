@@ -1,0 +1,1 @@
+"""Reports for people and tools: tidy CSV tables, summary.md and the console table, PNG plots."""

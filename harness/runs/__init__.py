@@ -1,0 +1,1 @@
+"""Run folders on disk: atomic writes, pickle-free arrays, creating, reading and listing runs."""

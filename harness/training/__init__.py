@@ -1,0 +1,1 @@
+"""Training: the learning-rate schedule, the loop, resume checkpoints, and one run folder end to end."""

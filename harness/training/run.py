@@ -1,0 +1,203 @@
+"""One run end to end: data, spec, initial weights, training, artefacts in ``runs/<run_id>/``.
+
+A run folder holds config.json (+ hash), metrics.csv, weights.npz, the native
+checkpoint, model.onnx, predictions.npz and run.json (versions, device,
+timings, status). Every file is written atomically; run.json is written first
+with status ``running`` so an interrupted run is recognisable as such, and
+checkpoint.npz (``harness.training.checkpoint``) lets ``harness run --resume`` continue it.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..backend import get_backend
+from ..config import RunConfig
+from ..data.fit import Dataset, prepare
+from ..data.registry import load_raw
+from ..errors import HarnessError, RunInterrupted
+from ..evaluators.base import EVAL_BATCH_SIZE
+from ..evaluators.onnxrt import run_session, session
+from ..model.spec import ModelSpec
+from ..model.weights import init_weights
+from ..model.zoo import MODELS, build_model
+from ..reference.losses import accuracy
+from ..runs.arrays import save_arrays
+from ..runs.files import atomic_path, write_json
+from ..runs.folder import create_run_dir, read_run_config, read_run_info
+from .checkpoint import CHECKPOINT_NAME, Checkpoint, read_checkpoint, write_checkpoint
+from .loop import Checkpointing, TrainResult, train
+
+
+@dataclass
+class RunOutcome:
+    """Where a run landed and its headline numbers."""
+
+    run_dir: Path
+    summary: dict
+
+
+def load_data(config: RunConfig, data_dir: Path | None) -> tuple[ModelSpec, Dataset]:
+    """The spec fitted to the dataset's channels and classes, and the prepared data."""
+    m, d = config.model, config.data
+    entry = MODELS.get(m.model)
+    synthetic_shape = (entry.channels, entry.size, entry.size) if entry else (1, 28, 28)
+    raw = load_raw(d.dataset, data_dir=data_dir, synthetic_shape=synthetic_shape, seed=config.train.seed)
+    channels, classes = raw.train_images.shape[1], raw.info.num_classes
+    spec = build_model(m.model, channels, classes, m.activation, m.pool, m.init)
+    return spec, prepare(raw, spec.input_shape, d.fit, d.limit_train, d.limit_test)
+
+
+def _write_metrics(path: Path, result: TrainResult) -> None:
+    frame = pd.concat([pd.DataFrame(result.step_rows).assign(kind="step"),
+                       pd.DataFrame(result.epoch_rows).assign(kind="epoch")], ignore_index=True)
+    columns = ["kind", "epoch", "step", "loss", "lr", "train_loss", "test_loss", "test_accuracy",
+               "seconds", "images_per_s"]
+    with atomic_path(path) as tmp:
+        frame.reindex(columns=columns).to_csv(tmp, index=False)
+
+
+def _export_and_check(backend, model, run_dir: Path, dataset: Dataset, native: np.ndarray) -> dict:
+    """Export to ONNX, run it on the test set, save both predictions; time both inferences for the report.
+
+    Both run the whole test set at the loop's evaluation batch size, each after a warm-up (native: the
+    loop's own evaluation compiled and cached it; ONNX Runtime: one batch first), so their images/s compare.
+    """
+    onnx_path = run_dir / "model.onnx"
+    with atomic_path(onnx_path) as tmp:
+        backend.export_onnx(model, tmp)
+    ort_session = session(onnx_path)
+    run_session(ort_session, dataset.test_x[:EVAL_BATCH_SIZE], EVAL_BATCH_SIZE)  # warm-up: first-run allocations
+    started = time.perf_counter()
+    onnx_logits = run_session(ort_session, dataset.test_x, EVAL_BATCH_SIZE)
+    onnx_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    backend.predict(model, dataset.test_x, EVAL_BATCH_SIZE)
+    native_seconds = time.perf_counter() - started
+    with atomic_path(run_dir / "predictions.npz") as tmp:
+        save_arrays(tmp, {"labels": dataset.test_y, "logits_native": native, "logits_onnx": onnx_logits})
+    count = len(dataset.test_y)
+    return {"onnx_test_accuracy": accuracy(onnx_logits, dataset.test_y),
+            "onnx_max_abs_diff": float(np.abs(onnx_logits - native).max()),
+            "infer_native_images_per_s": count / max(native_seconds, 1e-9),
+            "infer_onnx_images_per_s": count / max(onnx_seconds, 1e-9)}
+
+
+def _start_info(config: RunConfig, backend, device: str, spec: ModelSpec, dataset: Dataset, run_dir: Path) -> dict:
+    return {"run_id": run_dir.name, "status": "running", "backend": config.backend, "device": device,
+            "model": spec.name, "dataset": config.data.dataset, "data_source": dataset.source,
+            "config_hash": config.config_hash, "num_params": spec.num_params,
+            "num_train": len(dataset.train_y), "num_test": len(dataset.test_y),
+            "versions": {"harness": __version__, "python": platform.python_version(), **backend.versions()},
+            "command": " ".join(["harness", *sys.argv[1:]]), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _write_artefacts(backend, model, run_dir: Path, dataset: Dataset, result: TrainResult) -> dict:
+    _write_metrics(run_dir / "metrics.csv", result)
+    with atomic_path(run_dir / "weights.npz") as tmp:
+        save_arrays(tmp, backend.get_weights(model))
+    with atomic_path(run_dir / f"model{backend.checkpoint_suffix}") as tmp:
+        backend.save(model, tmp)
+    return _export_and_check(backend, model, run_dir, dataset, result.test_logits)
+
+
+def _mark_stopped(run_dir: Path, info: dict, error: BaseException) -> None:
+    """Record in run.json why the run stopped before completing."""
+    info.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+                error=f"{type(error).__name__}: {error}")
+    write_json(run_dir / "run.json", info)
+
+
+def _train_and_write(config: RunConfig, run_dir: Path, info: dict, dataset: Dataset, model, spec: ModelSpec,
+                     quiet: bool, checkpoint_every: int, resume: Checkpoint | None) -> RunOutcome:
+    """Train (or continue), write the artefacts, and keep run.json's status true at every moment."""
+    backend = get_backend(config.backend)
+    saving = Checkpointing(lambda state: write_checkpoint(run_dir, state), config.config_hash, checkpoint_every)
+    try:
+        result = train(backend, model, spec, dataset, config, quiet=quiet, saving=saving, resume=resume)
+        info.update(_write_artefacts(backend, model, run_dir, dataset, result))
+    except BaseException as error:
+        _mark_stopped(run_dir, info, error)
+        if isinstance(error, RunInterrupted):
+            raise RunInterrupted(f"{error}; continue with: harness run --resume {run_dir}") from None
+        raise
+    last = result.epoch_rows[-1]
+    images = len(dataset.train_y) * len(result.epoch_rows)
+    info.update(status="completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                test_accuracy=last["test_accuracy"], test_loss=last["test_loss"], train_loss=last["train_loss"],
+                epochs=len(result.epoch_rows), train_seconds=result.train_seconds,
+                images_per_s=images / result.train_seconds)
+    info.pop("error", None)
+    write_json(run_dir / "run.json", info)
+    (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # the finished artefacts supersede it
+    return RunOutcome(run_dir, info)
+
+
+def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: bool = False,
+            checkpoint_every: int = 0) -> RunOutcome:
+    """Train one backend per ``config`` and write its run folder.
+
+    Args:
+        config: the run's settings.
+        out: the folder that receives the new run folder.
+        data_dir: where datasets are (None: $HARNESS_DATA_DIR or ./data).
+        quiet: no progress bar.
+        checkpoint_every: also checkpoint every this many steps (0: at each epoch's end only).
+
+    Raises:
+        HarnessError: bad settings, missing data, unusable backend or device, divergence.
+        RunInterrupted: Ctrl-C; the run folder holds a checkpoint to resume from.
+    """
+    backend = get_backend(config.backend)
+    device = backend.resolve_device(config.device)
+    spec, dataset = load_data(config, data_dir)
+    run_dir = create_run_dir(out, config.backend, spec.name, config.config_hash)
+    info = _start_info(config, backend, device, spec, dataset, run_dir)
+    write_json(run_dir / "config.json", {"config": config.to_dict(), "config_hash": config.config_hash})
+    write_json(run_dir / "run.json", info)
+    try:
+        model = backend.build(spec, device)
+        info["versions"].update(backend.versions())  # some settle at build: MindSpore's oneDNN ISA cap
+        backend.set_weights(model, init_weights(spec, config.train.seed, config.model.init_ulps))
+    except BaseException as error:
+        _mark_stopped(run_dir, info, error)
+        raise
+    return _train_and_write(config, run_dir, info, dataset, model, spec, quiet, checkpoint_every, None)
+
+
+def resume(run_dir: Path, data_dir: Path | None = None, quiet: bool = False, checkpoint_every: int = 0) -> RunOutcome:
+    """Continue an interrupted run from its checkpoint, in its own folder.
+
+    The final weights are bit-identical to an uninterrupted run's (same device and
+    thread count; for MindSpore models with Dropout, see the README).
+
+    Raises:
+        HarnessError: not a run folder, already completed, no or corrupt checkpoint, config changed.
+    """
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    config = read_run_config(run_dir)
+    if info.get("status") == "completed":
+        raise HarnessError(f"run {run_dir} is already completed; nothing to resume (start a new run instead)")
+    if config.config_hash != info.get("config_hash"):
+        raise HarnessError(f"{run_dir}/config.json (hash {config.config_hash[:12]}) does not match run.json "
+                           f"({str(info.get('config_hash'))[:12]}): the folder was edited; start the run again")
+    backend = get_backend(config.backend)
+    device = backend.resolve_device(config.device)
+    spec, dataset = load_data(config, data_dir)
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT_NAME, spec, config.config_hash)
+    info.update(status="running", device=device)
+    info.setdefault("resumed", []).append({"at_step": checkpoint.position.step,
+                                           "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_json(run_dir / "run.json", info)
+    model = backend.build(spec, device)
+    info["versions"].update(backend.versions())
+    return _train_and_write(config, run_dir, info, dataset, model, spec, quiet, checkpoint_every, checkpoint)

@@ -1,0 +1,63 @@
+"""A non-editable install works from any folder: package data found, no top-level ``backends`` claimed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+
+import pytest
+
+from tests.support import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """``pip install .`` (not editable) of a copy of the repository into a fresh venv that sees this
+    environment's dependencies, so nothing is downloaded; returns (venv bin folder, its site-packages)."""
+    root = tmp_path_factory.mktemp("install")
+    source = root / "source"  # pip builds in the tree it installs: keep build/ out of the repository
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    for name in ("harness", "backends"):
+        shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    env_dir = root / "venv"
+    venv.create(env_dir, with_pip=True)
+    site = next((env_dir / "lib").glob("python*/site-packages"))
+    (site / "harness-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch, mindspore, ...
+    subprocess.run([env_dir / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", str(source)], check=True, capture_output=True)
+    return env_dir / "bin", site
+
+
+def test_the_install_claims_no_top_level_backends(installed):
+    _, site = installed
+    assert (site / "harness" / "backends" / "pytorch" / "backend.py").is_file()
+    assert (site / "harness" / "tolerances.toml").is_file() and (site / "harness" / "recipes").is_dir()
+    assert not (site / "backends").exists()
+
+
+def test_list_shows_the_recipes_from_another_folder(installed, tmp_path):
+    bin_dir, _ = installed
+    done = subprocess.run([bin_dir / "harness", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    recipes = next(line for line in done.stdout.splitlines() if line.startswith("recipes:"))
+    assert "lenet5-mnist" in recipes and "vgg11-cifar10" in recipes
+
+
+def test_compare_completes_from_another_folder(installed, tmp_path):
+    bin_dir, site = installed
+    command = [bin_dir / "harness", "compare", "--model", "lenet5", "--dataset", "mnist-sample", "--epochs", "1",
+               "--no-control", "--quiet", "--limit-train", "512", "--limit-test", "256"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "verdict: PASSED (11 checks)" in done.stdout
+    where = subprocess.run([bin_dir / "python", "-c", "import harness; print(harness.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(site)), where  # the installed copy ran, not the repository's
+    assert (tmp_path / "reports" / "summary.md").is_file() and sys.executable  # reports beside the user
