@@ -15,6 +15,12 @@ from harness.errors import HarnessError, one_line
 
 from .build import MsModel, build, get_weights, set_weights
 
+# The mode of a plain new file (0o666 & ~umask), as harness.runs.files gives every other file of a run folder.
+# os.umask can only be read by setting it: restored at once, at import, like harness.runs.files does.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 def _write_exact(path: Path, suffix: str, writer: Callable[[str], None]) -> Path:
     """Run ``writer`` on a name ending in ``suffix`` and move the file to ``path``.
@@ -40,6 +46,8 @@ def _write_exact(path: Path, suffix: str, writer: Callable[[str], None]) -> Path
 def save_checkpoint(model: MsModel, path: Path) -> None:
     """MindSpore's own checkpoint of every Parameter of the net, BatchNorm statistics included."""
     _write_exact(path, ".ckpt", lambda name: ms.save_checkpoint(model.net, name))
+    # ms.save_checkpoint chmods its file 0400 (mindspore/train/serialization.py:473, _exec_save): give the usual mode.
+    os.chmod(path, _FILE_MODE)
 
 
 def _parse_checkpoint(file: Path, shown: Path) -> dict:
@@ -112,22 +120,29 @@ def export_onnx(model: MsModel, path: Path, batch_size: int | None = None) -> Pa
     _write_exact(path, ".onnx", lambda name: ms.onnx.export(
         clone.net, example, file_name=name, input_names=["x"], output_names=["logits"],
         export_params=True, keep_initializers_as_inputs=False, dynamic_axes=dynamic))
-    if batch_size is None:
-        _dynamic_output_batch(Path(path))
+    _fix_onnx_metadata(Path(path), dynamic_batch=batch_size is None)
     return Path(path)
 
 
-def _dynamic_output_batch(path: Path) -> None:
-    """Declare ``logits``'s first axis as ``batch`` too.
+def _fix_onnx_metadata(path: Path, dynamic_batch: bool) -> None:
+    """Name the real MindSpore version as the producer and, for a dynamic batch, declare it on ``logits`` too.
 
+    MindSpore's C++ exporter writes producer "MindSpore" "1.0" whatever its version
+    (``OnnxExporter::InitModelInfo`` in mindspore/ccsrc/transform/express_ir/onnx_exporter.cc).
     mindspore.onnx.export applies dynamic_axes to inputs only and declares the output with the
     example's batch (1); ONNX Runtime then warns on every other batch size.
+
+    Args:
+        path: the .onnx file mindspore.onnx.export wrote; rewritten in place.
+        dynamic_batch: whether ``x`` has a dynamic ``batch`` axis that ``logits`` should share.
     """
     import onnx  # pylint: disable=import-outside-toplevel  (a harness dependency; only needed here)
 
     proto = onnx.load(str(path))
-    for output in proto.graph.output:
-        first = output.type.tensor_type.shape.dim[0]
-        first.Clear()
-        first.dim_param = "batch"
+    proto.producer_name, proto.producer_version = "MindSpore", ms.__version__
+    if dynamic_batch:
+        for output in proto.graph.output:
+            first = output.type.tensor_type.shape.dim[0]
+            first.Clear()
+            first.dim_param = "batch"
     onnx.save(proto, str(path))
