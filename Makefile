@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m harness compare --model lenet5 --dataset mnist-sample --epochs 3 --quiet
+	$(PY) -m harness compare --recipe demo --quiet
 
 test: setup
 	$(PY) -m pytest -q

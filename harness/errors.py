@@ -10,6 +10,7 @@ bug and keeps its traceback.
 # The process's exit codes, the same for every command.
 EXIT_FAILED = 1  # a check failed
 EXIT_USER_ERROR = 2  # a HarnessError: bad input, missing file or framework, a backend that could not run
+EXIT_INCONCLUSIVE = 3  # no check failed, but one could not decide (e.g. models that have not learned)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 

@@ -28,6 +28,8 @@ class TrainedPolicy:
     accuracy_band: float
     min_top1_agree: float
     control_factor: float
+    chance_alpha: float  # a model has learned only if a binomial test puts it above chance at this level
+    min_learned: float  # ... and it closed this fraction of the gap from chance to perfect accuracy
     why: str
 
 

@@ -15,7 +15,7 @@ from tests.support import REPO_ROOT
 # beside or above it. harness.backends is backends/ at the repository root, installed under harness.
 RANKS = (
     ("harness", "harness.errors"),
-    ("harness.config", "harness.tolerances"),
+    ("harness.config", "harness.tolerances", "harness.progress", "harness.machine"),
     ("harness.runs",),
     ("harness.model", "harness.data"),
     ("harness.backend", "harness.backends"),

@@ -46,8 +46,8 @@ def test_list_shows_the_recipes_from_another_folder(installed, tmp_path):
     bin_dir, _ = installed
     done = subprocess.run([bin_dir / "harness", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    recipes = next(line for line in done.stdout.splitlines() if line.startswith("recipes:"))
-    assert "lenet5-mnist" in recipes and "vgg11-cifar10" in recipes
+    recipes = done.stdout[done.stdout.index("recipes:"):]
+    assert "lenet5-mnist" in recipes and "vgg11-cifar10" in recipes and "demo" in recipes
 
 
 def test_compare_completes_from_another_folder(installed, tmp_path):
@@ -55,8 +55,10 @@ def test_compare_completes_from_another_folder(installed, tmp_path):
     command = [bin_dir / "harness", "compare", "--model", "lenet5", "--dataset", "mnist-sample", "--epochs", "1",
                "--no-control", "--quiet", "--limit-train", "512", "--limit-test", "256"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "verdict: PASSED (11 checks)" in done.stdout
+    # One epoch on 512 images does not teach LeNet5: every check runs and passes but the trained pair's,
+    # which cannot decide (exit 3). What matters here: the installed harness completed a comparison.
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "verdict: INCONCLUSIVE (1 of 21 checks could not decide, 20 passed" in done.stdout
     where = subprocess.run([bin_dir / "python", "-c", "import harness; print(harness.__file__)"], cwd=tmp_path,
                            capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(site)), where  # the installed copy ran, not the repository's

@@ -36,7 +36,9 @@ from ..data.locate import search_dataset
 from ..data.registry import load_raw
 from ..errors import HarnessError
 from ..evaluators.onnxrt import run_session, session
+from ..machine import LoadMeter
 from ..model.weights import init_weights
+from ..progress import Progress
 from ..model.zoo import MODELS, build_model
 from ..training.loop import train
 from ..training.schedule import decayed_names
@@ -65,6 +67,7 @@ class BenchSettings:
     device: str = "cpu"
     data_dir: Path | None = None
     threads: int | None = None  # None: each framework's default
+    quiet: bool = False  # no bars and no lines while measuring
 
 
 def parse_positive_ints(text: str, flag: str) -> list[int]:
@@ -248,15 +251,17 @@ def result_row(subject: Subject, phase: str, plan: Plan, seconds: list[float], p
             "versions": json.dumps(versions, sort_keys=True)}
 
 
-def measure(subject: Subject, plan: Plan, repeats: int, warmup: int) -> list[dict]:
+def measure(subject: Subject, plan: Plan, repeats: int, warmup: int, progress: Progress | None = None) -> list[dict]:
     """Warm every phase up on ``warmup`` batches of the plan's shape, then time each ``repeats`` times.
 
     Returns:
-        One row per phase: median, min and max images/s over the repeats, ms per step, peak RSS.
+        One row per phase: median, min and max images/s over the repeats, ms per step, peak RSS, and the
+        machine's load while the repeats ran (``harness.machine``).
     """
     for timer in subject.timers(make_plan(plan.images, plan.batch_size, warmup)).values():
         timer()  # same shapes as the timed runs: MindSpore compiles every graph here
     timers = subject.timers(plan)
+    meter = LoadMeter().start()
     seconds: dict[str, list[float]] = {phase: [] for phase in PHASES}
     peaks = dict.fromkeys(PHASES, 0.0)
     scope = "measurement"
@@ -269,7 +274,10 @@ def measure(subject: Subject, plan: Plan, repeats: int, warmup: int) -> list[dic
                 scope = "measurement" if _reset_peak_rss() else "process"
                 seconds[phase].append(timers[phase]())
                 peaks[phase] = max(peaks[phase], _peak_rss_mib())
-    return [result_row(subject, phase, plan, seconds[phase], peaks[phase], scope) for phase in PHASES]
+                if progress is not None:
+                    progress.update()
+    load = meter.stop().as_dict()
+    return [{**result_row(subject, phase, plan, seconds[phase], peaks[phase], scope), **load} for phase in PHASES]
 
 
 def run_bench(settings: BenchSettings, progress: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
@@ -287,9 +295,15 @@ def run_bench(settings: BenchSettings, progress: Callable[[list[dict]], None] = 
         plans = [make_plan(len(data.train_x), b, steps) for b in settings.batch_sizes]  # fail before any work
         with tempfile.TemporaryDirectory(prefix="harness-bench-") as workdir:
             for name in settings.backends:
+                Progress(f"bench {name} {model}", quiet=settings.quiet).line(
+                    f"building 3 models of {spec.name} on {dataset}, exporting ONNX")
                 subject = Subject(name, spec, data, settings.device, Path(workdir), settings.threads)
                 for plan in plans:
-                    rows += measure(subject, plan, settings.repeats, warmup)
+                    timed = settings.repeats * len(PHASES)
+                    with Progress(f"bench {name} {model} b{plan.batch_size}", timed, settings.quiet) as bar:
+                        bar.line(f"warming up ({warmup} steps), then {settings.repeats} repeats of {len(PHASES)} "
+                                 f"phases, {plan.steps} steps each")
+                        rows += measure(subject, plan, settings.repeats, warmup, bar)
                     progress(rows[-len(PHASES):])
                 del subject  # its models and preloaded data go before the next backend's
     return rows

@@ -13,7 +13,8 @@ from .measure import PHASES
 
 COLUMNS = ("backend device model dataset data_source phase batch_size steps repeats images_per_s images_per_s_min "
            "images_per_s_max ms_per_step harness_to_bare ratio_to_pytorch peak_rss_mib peak_rss_scope threads "
-           "versions harness_version generated_at").split()
+           "load_average_start load_average_end other_cores_busy cores under_load versions harness_version "
+           "generated_at").split()
 
 
 def add_ratios(frame: pd.DataFrame) -> pd.DataFrame:
@@ -45,8 +46,10 @@ def progress_line(rows: list[dict]) -> str:
     first = rows[0]
     parts = [f"{phase} {row['images_per_s']:,.0f}" for phase, row in by_phase.items()]
     ratio = by_phase["train"]["images_per_s"] / by_phase["train-bare"]["images_per_s"]
+    load = (f" | UNDER LOAD: other processes kept {first['other_cores_busy']:.1f} of {first['cores']} cores busy"
+            if first.get("under_load") else "")
     return (f"{first['backend']:9s} {first['model']} batch {first['batch_size']:<4d} images/s: "
-            f"{' | '.join(parts)} | harness/bare {ratio:.3f}")
+            f"{' | '.join(parts)} | harness/bare {ratio:.3f}{load}")
 
 
 def ratio_lines(frame: pd.DataFrame) -> list[str]:
@@ -55,36 +58,60 @@ def ratio_lines(frame: pd.DataFrame) -> list[str]:
     for row in frame[frame.backend != "pytorch"].dropna(subset=["ratio_to_pytorch"]).itertuples():
         lines.append(f"{row.backend}/pytorch {row.model:8s} {row.phase:18s} batch {row.batch_size:<4d} "
                      f"{row.ratio_to_pytorch:.2f}x")
+    if "under_load" in frame and frame["under_load"].fillna(False).astype(bool).any():
+        lines.append("note: some measurements ran while other processes kept more than half the cores busy "
+                     "(under_load in bench.csv): rerun them on a quiet machine before comparing")
     return lines
 
 
 def plot_bench(frame: pd.DataFrame, path: Path) -> Path | None:
-    """Grouped bars of images/s (median, min-max whiskers) per phase, one panel per model, log y."""
-    from ..report.plots import colour, plt, save_figure  # the Agg backend is selected there
+    """Grouped bars of images/s (median) per phase, one panel per model, log y.
+
+    Whiskers (min-max over the repeats) are drawn only where max > min: with one repeat there is no
+    spread, and a zero-length whisker's caps would read as a measured one.
+
+    Args:
+        frame: bench.csv's table.
+        path: where the PNG goes.
+
+    Returns:
+        ``path``, or None when the table has no rows.
+    """
+    from ..report.plots import colour, figure_title, plt, save_figure  # the Agg backend is selected there
 
     models = list(dict.fromkeys(frame.model))
     if not models:
         return None
     series = list(dict.fromkeys(zip(frame.backend, frame.batch_size)))
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    batches = sorted({b for _, b in series})
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.8), squeeze=False)
     width = 0.8 / len(series)
     for ax, model in zip(axes[0], models):
         rows = frame[frame.model == model]
+        whiskers = False
         for index, (backend, batch) in enumerate(series):
             part = rows[(rows.backend == backend) & (rows.batch_size == batch)].set_index("phase")
             xs = [i + (index - (len(series) - 1) / 2) * width for i, phase in enumerate(PHASES)]
             values = [part["images_per_s"].get(phase, float("nan")) for phase in PHASES]
-            low = [v - part["images_per_s_min"].get(p, v) for p, v in zip(PHASES, values)]
-            high = [part["images_per_s_max"].get(p, v) - v for p, v in zip(PHASES, values)]
-            shade = 0.35 + 0.65 * (sorted({b for _, b in series}).index(batch) + 1) / len({b for _, b in series})
-            ax.bar(xs, values, width, yerr=[low, high], color=colour(backend), alpha=shade,
-                   label=f"{backend}, batch {batch}", edgecolor="black", linewidth=0.4, capsize=2)
+            lows = [part["images_per_s_min"].get(p, v) for p, v in zip(PHASES, values)]
+            highs = [part["images_per_s_max"].get(p, v) for p, v in zip(PHASES, values)]
+            shade = 0.35 + 0.65 * (batches.index(batch) + 1) / len(batches)
+            ax.bar(xs, values, width, color=colour(backend), alpha=shade, label=f"{backend}, batch {batch}",
+                   edgecolor="black", linewidth=0.4)
+            spread = [i for i, (low, high) in enumerate(zip(lows, highs)) if high > low]  # False for NaN too
+            if spread:
+                whiskers = True
+                ax.errorbar([xs[i] for i in spread], [values[i] for i in spread], fmt="none", ecolor="black",
+                            elinewidth=0.8, capsize=2, yerr=[[values[i] - lows[i] for i in spread],
+                                                             [highs[i] - values[i] for i in spread]])
         ax.set_yscale("log")
         ax.set_xticks(range(len(PHASES)), PHASES, fontsize=8)
-        ax.set_title(f"{model} ({rows['dataset'].iloc[0]}, {rows['device'].iloc[0]})")
-        ax.set_ylabel("images/s (median of repeats; whiskers: min-max)")
+        ax.set_title(f"{model} on {rows['dataset'].iloc[0]} ({rows['device'].iloc[0]})")
+        ax.set_ylabel("images/s, median of repeats" + ("\n(whiskers: min-max over repeats)" if whiskers else ""))
         ax.grid(axis="y", which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="best")
+    subject = ", ".join(dict.fromkeys(f"{m} on {d}" for m, d in zip(frame.model, frame.dataset)))
+    fig.suptitle(figure_title("harness bench: images/s per phase, backend and batch size", subject))
     return save_figure(fig, path)
 
 

@@ -11,21 +11,25 @@ from .settings import add_setting_flags, backend_list, settings_from_args
 
 def _finish_report(report, config, reports_dir: Path) -> int:
     from ..compare.session import exit_code, write
-    from ..report.summary import verdict_table
+    from ..report.summary import inconclusive_lines, verdict_table
 
     write(report, config, reports_dir)
     print(verdict_table(report))
+    for line in inconclusive_lines(report):
+        print(f"inconclusive: {line}")
     print(f"reports: {reports_dir}/ (summary.md, agreement.csv, runs.csv, ... and PNG plots)")
+    print(f"next: read {reports_dir}/summary.md (the verdict, then every check) and look at curves.png, "
+          f"confusion.png and logit_diffs.png; to go step by step: harness parity --model {config.model.model}")
     return exit_code(report)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ..compare.session import build_report, check_comparable, obtain_control, obtain_runs, saved_controls
-    from ..runs.folder import read_run_info
+    from ..compare.session import (build_report, check_comparable, label_runs, obtain_control, obtain_runs,
+                                   saved_controls)
 
     if args.runs:
-        config = check_comparable(args.runs)
-        runs = {read_run_info(run_dir)["backend"]: run_dir for run_dir in args.runs}
+        runs = label_runs(args.runs)
+        config = check_comparable(list(runs.values()))
         # Controls that an earlier compare left beside the given folders (they are never trained here).
         controls = saved_controls(config, list(runs), args.runs[0].parent) if args.control else {}
     else:
@@ -52,12 +56,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add ``compare`` and ``report`` to the CLI's subcommands."""
+    from ..backend import backend_names
+    from .settings import DATA_DIR_HELP
+
     compare = commands.add_parser("compare", help="train every backend with one config and cross-check them")
     add_setting_flags(compare)
-    compare.add_argument("--backends", default="pytorch,mindspore", help="comma-separated (default both)")
-    compare.add_argument("--out", type=Path, default=Path("runs"), help="run folders (reused when the config matches)")
-    compare.add_argument("--reports", type=Path, default=Path("reports"), help="where the report goes")
-    compare.add_argument("--fresh", action="store_true", help="train again even if a matching run exists")
+    compare.add_argument("--backends", default="pytorch,mindspore",
+                         help=f"a comma-separated subset of {', '.join(backend_names())} (default pytorch,mindspore)")
+    compare.add_argument("--out", type=Path, default=Path("runs"),
+                         help="run folders, reused when the config matches (default runs/)")
+    compare.add_argument("--reports", type=Path, default=Path("reports"),
+                         help="where the report goes (default reports/)")
+    compare.add_argument("--fresh", action="store_true",
+                         help="train again even if a matching run exists (default: reuse it)")
     compare.add_argument("--runs", type=Path, nargs="+", help="compare these run folders instead of training")
     compare.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
                          help="also train the first backend from initial weights one float32 step away, "
@@ -65,6 +76,7 @@ def register(commands) -> None:
     compare.set_defaults(handler=_cmd_compare)
     report = commands.add_parser("report", help="rebuild the reports from saved runs, without training")
     report.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (default runs/)")
-    report.add_argument("--reports", type=Path, default=Path("reports"))
-    report.add_argument("--data-dir", type=Path)
+    report.add_argument("--reports", type=Path, default=Path("reports"),
+                        help="where the report goes (default reports/)")
+    report.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     report.set_defaults(handler=_cmd_report)

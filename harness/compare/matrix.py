@@ -31,10 +31,12 @@ from ..runs.arrays import READ_ERRORS, read_arrays
 from ..runs.folder import read_run_config, read_run_info
 from ..tolerances import Tolerance, policies
 from .divergence import describe_divergence, worst_images
-from .metrics import confusion_matrix, pair_metrics, trained_pair
+from .metrics import above_chance_p, confusion_matrix, learned_fraction, pair_metrics, trained_pair
 
 REFERENCE_IMAGES_BIG_MODEL = 512  # float64 numpy VGG11 is slow: a fixed subset suffices as a referee
 BIG_MODEL_PARAMS = 1_000_000
+PROBE_IMAGES = 64  # random inputs per same-weights pair, on top of the test images
+PROBE_SEED = 0x9_20BE
 PREDICTION_KEYS = ("labels", "logits_native", "logits_onnx")  # what the runner writes to predictions.npz
 
 
@@ -48,10 +50,12 @@ class LoadedRun:
     weights: dict[str, np.ndarray]
     predictions: dict[str, np.ndarray]
     metrics: pd.DataFrame  # metrics.csv, read up front so a broken file fails before any evaluation
+    graph: dict  # model.onnx's summary (graph_summary), checked up front for the same reason
 
 
 def load_run(run_dir: Path, spec: ModelSpec) -> LoadedRun:
-    """Read a run folder's config, weights and predictions, or raise HarnessError naming the broken file."""
+    """Read a run folder's config, weights, predictions, metrics and ONNX graph, or raise HarnessError naming
+    the broken file."""
     info, config = read_run_info(run_dir), read_run_config(run_dir)
     weights = load_weights(spec, run_dir / "weights.npz")
     try:
@@ -69,17 +73,31 @@ def load_run(run_dir: Path, spec: ModelSpec) -> LoadedRun:
     except (OSError, ValueError) as error:
         message = " ".join(str(error).split())
         raise HarnessError(f"{run_dir}/metrics.csv is unreadable ({message}); re-run with --fresh") from None
-    return LoadedRun(run_dir, info, config, weights, predictions, metrics)
+    return LoadedRun(run_dir, info, config, weights, predictions, metrics, graph_summary(run_dir / "model.onnx"))
 
 
 @dataclass(frozen=True)
 class Pair:
-    """Two evaluators that share weights, the tolerance they are judged by, and how many test images."""
+    """Two evaluators that share weights, the tolerance they are judged by, and the inputs they are judged on."""
 
     a: Evaluator
     b: Evaluator  # the reference side of the tolerance
     tolerance: Tolerance
-    count: int
+    inputs: str  # "test": the prepared test images; "probe": random images matched to them (probe_inputs)
+    count: int  # how many of those inputs
+
+
+def probe_inputs(test_x: np.ndarray, count: int = PROBE_IMAGES) -> np.ndarray:
+    """Random images with the test set's per-channel mean and standard deviation, fixed by ``PROBE_SEED``.
+
+    A model that has not learned (or one that maps every test image to nearly the same logits) can make two
+    evaluators agree on the test images while a layer is wrong; inputs spread like the data exercise every
+    layer whatever the weights learned.
+    """
+    axes = (0, 2, 3)
+    mean, std = test_x.mean(axis=axes, dtype=np.float64), test_x.std(axis=axes, dtype=np.float64)
+    noise = np.random.default_rng(PROBE_SEED).standard_normal((count, *test_x.shape[1:]))
+    return (noise * std[None, :, None, None] + mean[None, :, None, None]).astype(np.float32)
 
 
 @dataclass
@@ -88,32 +106,35 @@ class Matrix:
 
     spec: ModelSpec
     dataset: Dataset
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)  # by Pair.inputs: "test", "probe"
     rows: list[dict] = field(default_factory=list)
     diffs: dict[str, np.ndarray] = field(default_factory=dict)
     class_rows: list[dict] = field(default_factory=list)
     confusion_rows: list[dict] = field(default_factory=list)
 
     def add_pairs(self, pairs: list[Pair], weights: Weights) -> None:
-        """Judge every pair on the test images, each evaluator run once on the most images any pair needs.
+        """Judge every pair on its inputs, each evaluator run once per input set on the most images any pair needs.
 
         A failed pair of two evaluators that both give activations gets the layer where they part.
         """
-        x = self.dataset.test_x
-        needed: dict[str, int] = {}
+        needed: dict[tuple[str, str], int] = {}
         for pair in pairs:
             for side in (pair.a, pair.b):
-                needed[side.name] = max(needed.get(side.name, 0), pair.count)
+                key = (side.name, pair.inputs)
+                needed[key] = max(needed.get(key, 0), pair.count)
         evaluators = {side.name: side for pair in pairs for side in (pair.a, pair.b)}
-        logits = {name: evaluators[name].logits(x[:count]) for name, count in needed.items()}
+        logits = {(name, inputs): evaluators[name].logits(self.inputs[inputs][:count])
+                  for (name, inputs), count in needed.items()}
         for pair in pairs:
-            a, b = logits[pair.a.name][:pair.count], logits[pair.b.name][:pair.count]
+            a, b = (logits[(side.name, pair.inputs)][:pair.count] for side in (pair.a, pair.b))
             row = {"kind": "same-weights", "evaluator_a": pair.a.name, "evaluator_b": pair.b.name,
-                   **pair_metrics(a, b, pair.tolerance), "status": "ok"}
+                   "inputs": pair.inputs, **pair_metrics(a, b, pair.tolerance), "status": "ok"}
             if not row["passed"] and pair.a.has_layers and pair.b.has_layers:
-                images = x[worst_images(a, b, pair.tolerance)]
+                images = self.inputs[pair.inputs][worst_images(a, b, pair.tolerance)]
                 row["first_divergent_layer"] = describe_divergence(self.spec, weights, images, pair.a, pair.b)
             self.rows.append(row)
-            self.diffs[f"{pair.a.name} vs {pair.b.name}"] = np.abs(a.astype(np.float64) - b).ravel()
+            if pair.inputs == "test":  # logit_diffs.png draws the test images' differences
+                self.diffs[f"{pair.a.name} vs {pair.b.name}"] = np.abs(a.astype(np.float64) - b).ravel()
 
     def add_classes(self, backend: str, evaluator: str, logits: np.ndarray) -> None:
         labels, classes = self.dataset.test_y, self.dataset.info.classes
@@ -131,27 +152,33 @@ def _reference_count(spec: ModelSpec, n: int) -> int:
     return min(n, REFERENCE_IMAGES_BIG_MODEL) if spec.num_params > BIG_MODEL_PARAMS else n
 
 
-def same_weights_pairs(spec: ModelSpec, dataset: Dataset, name: str, run: LoadedRun,
+def same_weights_pairs(spec: ModelSpec, dataset: Dataset, label: str, run: LoadedRun,
                        others: dict[str, Backend]) -> list[Pair]:
-    """Every pair that shares run ``name``'s trained weights: its ONNX export against its native logits,
-    both against float64, and each other backend running those weights against both."""
+    """Every pair that shares run ``label``'s trained weights: its ONNX export against its native logits,
+    both against float64, and each other backend running those weights against both; on the test images,
+    then again on the probe inputs (``probe_inputs``).
+
+    Args:
+        others: label -> backend of every other run, to run this run's weights on.
+    """
     x, n = dataset.test_x, len(dataset.test_x)
     count = _reference_count(spec, n)
     policy = policies()
     where = f"{run.run_dir}/predictions.npz"
-    trained = f"{name}'s trained weights ({run.run_dir}/weights.npz)"
-    native = Recorded(NativeEvaluator.build(get_backend(name), spec, run.weights, f"{name}:native", trained),
-                      x, run.predictions["logits_native"], where)
-    onnx = Recorded(OnnxEvaluator(run.run_dir / "model.onnx", f"{name}:onnxruntime"),
+    trained = f"{label}'s trained weights ({run.run_dir}/weights.npz)"
+    native = Recorded(NativeEvaluator.build(get_backend(run.info["backend"]), spec, run.weights, f"{label}:native",
+                                            trained), x, run.predictions["logits_native"], where)
+    onnx = Recorded(OnnxEvaluator(run.run_dir / "model.onnx", f"{label}:onnxruntime"),
                     x, run.predictions["logits_onnx"], where)
-    ref = Float64Evaluator(spec, run.weights, f"reference:float64[{name} weights]",
+    ref = Float64Evaluator(spec, run.weights, f"reference:float64[{label} weights]",
                            f"harness float64 numpy forward with {trained}")
-    pairs = [Pair(onnx, native, policy.onnx, n), Pair(native, ref, policy.reference, count),
-             Pair(onnx, ref, policy.reference, count)]
-    for other_name, other in others.items():
-        cross = NativeEvaluator.build(other, spec, run.weights, f"{other_name}[{name} weights]", trained)
-        pairs += [Pair(cross, native, policy.cross, n), Pair(cross, ref, policy.reference, count)]
-    return pairs
+    judged = [(onnx, native, policy.onnx, n), (native, ref, policy.reference, count),
+              (onnx, ref, policy.reference, count)]
+    for other_label, other in others.items():
+        cross = NativeEvaluator.build(other, spec, run.weights, f"{other_label}[{label} weights]", trained)
+        judged += [(cross, native, policy.cross, n), (cross, ref, policy.reference, count)]
+    return ([Pair(a, b, tol, "test", size) for a, b, tol, size in judged]
+            + [Pair(a, b, tol, "probe", PROBE_IMAGES) for a, b, tol, _ in judged])
 
 
 def trained_rows(m: Matrix, runs: dict[str, LoadedRun], controls: dict[str, LoadedRun]) -> None:
@@ -159,32 +186,54 @@ def trained_rows(m: Matrix, runs: dict[str, LoadedRun], controls: dict[str, Load
     (a's config from initial weights one float32 step away), the agreement floor follows how much that
     alone changes a's predictions."""
     names = list(runs)
-    band, min_agree = policies().trained.accuracy_band, policies().trained.min_top1_agree
-    factor = policies().trained.control_factor
-    labels = m.dataset.test_y
+    policy = policies().trained
+    labels, classes = m.dataset.test_y, len(m.dataset.info.classes)
     for i, a in enumerate(names):
         control = trained_pair(runs[a].predictions["logits_native"], controls[a].predictions["logits_native"],
                                labels)["top1_agree"] if a in controls else float("nan")
-        floor = min_agree if np.isnan(control) else min(min_agree, 1 - factor * (1 - control))
+        floor = policy.min_top1_agree if np.isnan(control) else \
+            min(policy.min_top1_agree, 1 - policy.control_factor * (1 - control))
         for b in names[i + 1:]:
             stats = trained_pair(runs[a].predictions["logits_native"], runs[b].predictions["logits_native"], labels)
-            passed = abs(stats["accuracy_delta"]) <= band and stats["top1_agree"] >= floor
-            m.rows.append({"kind": "trained", "evaluator_a": f"{a}:native", "evaluator_b": f"{b}:native",
-                           **stats, "control_top1_agree": control, "min_top1_agree": floor, "passed": passed,
-                           "status": "ok"})
+            passed = abs(stats["accuracy_delta"]) <= policy.accuracy_band and stats["top1_agree"] >= floor
+            row = {"kind": "trained", "evaluator_a": f"{a}:native", "evaluator_b": f"{b}:native", "inputs": "test",
+                   **stats, "control_top1_agree": control, "min_top1_agree": floor, "passed": passed, "status": "ok"}
+            unlearned = [why for name, accuracy in ((a, stats["accuracy_a"]), (b, stats["accuracy_b"]))
+                         if (why := not_learned(name, accuracy, stats["n"], classes))]
+            if unlearned:
+                row.update(passed=None, status="inconclusive",
+                           reason="; ".join(unlearned) + ": agreement of models that have not learned says little "
+                                  "about the port; train longer (--epochs) or on real data")
+            m.rows.append(row)
+
+
+def not_learned(name: str, accuracy: float, n: int, classes: int) -> str | None:
+    """Why a trained model has not learned enough for a trained-pair verdict, or None when it has: it must beat
+    chance (a one-sided binomial test at ``chance_alpha``) and close ``min_learned`` of the gap to 100%."""
+    policy = policies().trained
+    p_value = above_chance_p(round(accuracy * n), n, classes)
+    if p_value >= policy.chance_alpha:
+        return (f"{name}:native {accuracy:.2%} is not clearly above chance ({1 / classes:.2%}; binomial "
+                f"p = {p_value:.2g} >= {policy.chance_alpha:g} over {n} test images)")
+    floor = 1 / classes + policy.min_learned * (1 - 1 / classes)
+    if learned_fraction(accuracy, classes) < policy.min_learned:
+        return (f"{name}:native {accuracy:.2%} is under {floor:.2%} ({policy.min_learned:.0%} of the way from "
+                f"chance to 100%)")
+    return None
 
 
 def _run_row(name: str, run: LoadedRun | str) -> dict:
     if isinstance(run, str):
         return {"backend": name, "status": "error", "error": run}
     keys = ("run_id", "backend", "device", "model", "dataset", "num_params", "epochs", "train_loss",
-            "test_accuracy", "onnx_test_accuracy", "train_seconds", "images_per_s", "infer_native_images_per_s",
-            "infer_onnx_images_per_s", "status")
+            "test_accuracy", "onnx_test_accuracy", "train_seconds", "images_per_s", "first_epoch_images_per_s",
+            "infer_native_images_per_s", "infer_onnx_images_per_s", "load_average_start", "load_average_end",
+            "other_cores_busy", "cores", "under_load", "status")
     return {**{k: run.info.get(k) for k in keys}, "versions": json.dumps(run.info.get("versions", {}))}
 
 
 def _graph_rows(name: str, run: LoadedRun) -> list[dict]:
-    summary = graph_summary(run.run_dir / "model.onnx")
+    summary = dict(run.graph)
     ops = summary.pop("ops")
     return [{"backend": name, "run_id": run.info["run_id"], **summary, "op_type": op, "count": n}
             for op, n in ops.items()]
@@ -208,9 +257,9 @@ def cross_check(spec: ModelSpec, dataset: Dataset, runs: dict[str, LoadedRun | s
         (tables by report name, |difference| arrays by pair label).
     """
     ok = {name: run for name, run in runs.items() if not isinstance(run, str)}
-    m = Matrix(spec, dataset)
+    m = Matrix(spec, dataset, {"test": dataset.test_x, "probe": probe_inputs(dataset.test_x)})
     for name, run in ok.items():
-        others = {o: get_backend(o) for o in ok if o != name}
+        others = {o: get_backend(other.info["backend"]) for o, other in ok.items() if o != name}
         m.add_pairs(same_weights_pairs(spec, dataset, name, run, others), run.weights)
         m.add_classes(name, f"{name}:native", run.predictions["logits_native"])
     trained_rows(m, ok, controls or {})

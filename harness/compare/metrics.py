@@ -62,6 +62,24 @@ def mcnemar_exact(b01: int, b10: int) -> float:
     return min(1.0, 2.0 * sum(math.exp(t) for t in log_terms))
 
 
+def above_chance_p(correct: int, n: int, classes: int) -> float:
+    """One-sided exact binomial p-value of ``correct`` right out of ``n`` when each is right with chance 1/classes."""
+    if n == 0:
+        return 1.0
+    chance = 1.0 / classes
+    hits = np.arange(correct, n + 1)
+    log_terms = (np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in hits])
+                 + hits * math.log(chance) + (n - hits) * math.log1p(-chance))
+    top = log_terms.max(initial=-np.inf)
+    return float(min(1.0, math.exp(top) * np.exp(log_terms - top).sum())) if np.isfinite(top) else 0.0
+
+
+def learned_fraction(accuracy: float, classes: int) -> float:
+    """How much of the gap from chance (1/classes) to perfect accuracy a model closed: 0 at chance, 1 at 100%."""
+    chance = 1.0 / classes
+    return (accuracy - chance) / (1.0 - chance)
+
+
 def trained_pair(logits_a: np.ndarray, logits_b: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy of each, their paired difference with a 95% CI, McNemar's test, top-1 agreement."""
     right_a = logits_a.argmax(axis=1) == labels

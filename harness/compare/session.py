@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import RunConfig
-from ..errors import EXIT_FAILED, EXIT_USER_ERROR, HarnessError
+from ..errors import EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_USER_ERROR, HarnessError
 from ..report.folder import write_reports
-from ..report.tables import Report, provenance
+from ..report.tables import Report, overall_verdict, provenance
 from ..runs.files import ensure_writable_dir
 from ..runs.folder import completed_runs, read_run_config, read_run_info
 from ..training.run import execute, load_data
@@ -92,19 +92,54 @@ def check_comparable(run_dirs: list[Path]) -> RunConfig:
     return configs[0]
 
 
+def label_runs(run_dirs: list[Path]) -> dict[str, Path]:
+    """``compare --runs``: a label per run folder (its backend, or ``backend@device`` where two runs share a
+    backend), after checking there is something to compare.
+
+    Raises:
+        HarnessError: fewer than two distinct folders, the same folder twice, or two runs of one backend on one
+            device; or a run.json without a backend or device name.
+    """
+    where, kinds = {}, {}
+    for run_dir in run_dirs:
+        resolved = Path(run_dir).resolve()
+        if resolved in where:
+            raise HarnessError(f"--runs names {run_dir} twice; compare two different run folders, one per backend")
+        where[resolved] = run_dir = Path(run_dir)
+        info = read_run_info(run_dir)  # a folder that is not a run says so before anything is counted
+        backend, device = info.get("backend"), info.get("device")
+        if not isinstance(backend, str) or not isinstance(device, str):
+            raise HarnessError(f"{run_dir}/run.json names no backend and device (backend={backend!r}, "
+                               f"device={device!r}); pass a folder written by `harness run`")
+        if (backend, device) in kinds.values():
+            other = next(d for d, kind in kinds.items() if kind == (backend, device))
+            raise HarnessError(f"--runs {other} and {run_dir} are both {backend} on {device}: nothing to compare; "
+                               "pass runs of different backends (or of one backend on different devices)")
+        kinds[run_dir] = (backend, device)
+    if len(kinds) < 2:
+        raise HarnessError(f"--runs needs at least two run folders to compare, got {len(kinds)} ({run_dirs[0]}); "
+                           "pass one run of each backend, e.g. --runs runs/<pytorch run> runs/<mindspore run>")
+    backends = [backend for backend, _ in kinds.values()]
+    return {(backend if backends.count(backend) == 1 else f"{backend}@{device}"): run_dir
+            for run_dir, (backend, device) in kinds.items()}
+
+
 # speed.csv's phases and the run.json field each one's images/s comes from (older runs lack the inference ones).
-SPEED_PHASES = {"train": "images_per_s", "infer-native": "infer_native_images_per_s",
-                "infer-onnxruntime": "infer_onnx_images_per_s"}
+SPEED_PHASES = {"train": "images_per_s", "train-first-epoch": "first_epoch_images_per_s",
+                "infer-native": "infer_native_images_per_s", "infer-onnxruntime": "infer_onnx_images_per_s"}
 
 
 def speed_table(tables: dict) -> pd.DataFrame:
-    """One row per backend and phase with images/s and the ratio to PyTorch's in the same phase."""
+    """One row per backend and phase with images/s, the ratio to PyTorch's in the same phase, and whether the
+    run was timed while other processes took more than half the cores (``under_load``). ``train`` is the
+    steady state; ``train-first-epoch`` includes graph compilation and warm-up."""
     runs = tables["runs"]
     frames = []
+    load = [column for column in ("under_load", "other_cores_busy", "cores") if column in runs]
     for phase, column in SPEED_PHASES.items():
         if runs.empty or column not in runs:
             continue
-        speed = runs[["backend", "model", column]].rename(columns={column: "images_per_s"})
+        speed = runs[["backend", "model", column, *load]].rename(columns={column: "images_per_s"})
         speed = speed.assign(images_per_s=pd.to_numeric(speed.images_per_s, errors="coerce")).dropna()
         base = speed.loc[speed.backend == "pytorch", "images_per_s"]
         reference = float(base.iloc[0]) if len(base) else float("nan")
@@ -128,11 +163,7 @@ def build_report(config: RunConfig, runs: dict[str, Path | str], data_dir: Path 
     loaded_controls = {name: load_run(path, spec) for name, path in (controls or {}).items()}
     tables, diffs = cross_check(spec, dataset, loaded, loaded_controls)
     tables["speed"] = speed_table(tables)
-    agreement = tables["agreement"]
-    if (agreement.get("status") == "error").any():
-        verdict = "error"
-    else:
-        verdict = "passed" if bool(agreement["passed"].all()) else "failed"
+    verdict = overall_verdict(tables["agreement"].to_dict("records"))
     title = (f"{spec.name} on {config.data.dataset}, {config.train.epochs} epochs, "
              f"config {config.config_hash[:8]}")
     return Report(tables=tables, logit_diffs=diffs, verdict=verdict, title=title)
@@ -145,8 +176,9 @@ def write(report: Report, config: RunConfig, reports_dir: Path) -> list[Path]:
 
 
 def exit_code(report: Report) -> int:
-    """0 all checks passed, 1 a check failed, 2 a backend could not run."""
-    return {"passed": 0, "failed": EXIT_FAILED}.get(report.verdict, EXIT_USER_ERROR)
+    """0 all checks passed, 1 a check failed, 2 a backend could not run, 3 inconclusive (errors.py)."""
+    codes = {"passed": 0, "failed": EXIT_FAILED, "inconclusive": EXIT_INCONCLUSIVE}
+    return codes.get(report.verdict, EXIT_USER_ERROR)
 
 
 def latest_runs_by_backend(runs_dir: Path) -> dict[str, Path]:

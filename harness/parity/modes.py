@@ -36,6 +36,7 @@ from ..data.batches import steps_per_epoch
 from ..data.fit import Dataset
 from ..model.spec import Dropout, ModelSpec
 from ..model.weights import init_weights
+from ..progress import Progress, format_seconds
 from ..reference.forward import forward
 from ..reference.grad import decision_layers
 from ..tolerances import policies
@@ -93,7 +94,7 @@ def _loss_explained(spec: ModelSpec, before: tuple[dict, dict], x: np.ndarray, y
 
 
 def lockstep(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: RunConfig, steps: int,
-             weights: dict) -> list[dict]:
+             weights: dict, progress: Progress | None = None) -> list[dict]:
     """K steps side by side from the same weights, with the two reference trajectories; rows per step and tensor."""
     rows = []
     decay = decayed_names(spec, config.train.decay_scope)
@@ -111,11 +112,13 @@ def lockstep(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: RunCon
             rows.append({**row, "loss_a": loss_a, "loss_b": loss_b, "loss_diff": abs(loss_a - loss_b),
                          "loss_explained": explained, "undecided": ref.undecided})
         before = (wa, wb)
+        if progress is not None:
+            progress.update()
     return rows
 
 
 def synchronised(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: RunConfig, steps: int,
-                 weights: dict) -> list[dict]:
+                 weights: dict, progress: Progress | None = None) -> list[dict]:
     """K single steps, both sides reset to a's weights and optimizer state before each."""
     decay = decayed_names(spec, config.train.decay_scope)
     for side in (a, b):
@@ -149,6 +152,8 @@ def synchronised(a: Side, b: Side, spec: ModelSpec, dataset: Dataset, config: Ru
         rows += [{**row, "loss_a": losses[0], "loss_b": losses[1], "loss_diff": abs(losses[0] - losses[1]),
                   "undecided": grads.undecided} for row in step_rows]
         weights, state = wa, state_a
+        if progress is not None:
+            progress.update()
     return rows
 
 
@@ -246,15 +251,30 @@ def divergence_batch(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check(config: RunConfig, spec: ModelSpec, dataset: Dataset, names: list[str], steps: int,
-          modes: list[str], search: bool = True) -> list[dict]:
+          modes: list[str], search: bool = True, quiet: bool = True) -> list[dict]:
     """Every parity check of ``harness parity``: divergence search (unless ``search`` is off), then each
-    mode, judged."""
+    mode, judged; unless ``quiet``, a bar per mode on a terminal and a line per finished part elsewhere."""
     spec = parity_spec(spec)
+    Progress("parity", quiet=quiet).line(f"building {' and '.join(names)} models of {spec.name}, "
+                                         f"{len(dataset.train_x)} training images of {dataset.info.name}")
     sides = [Side(n, get_backend(n), None) for n in names]
     for side in sides:
         side.model = side.backend.build(spec, side.backend.resolve_device(config.device))
     weights = init_weights(spec, config.train.seed, config.model.init_ulps)
-    rows = divergence(*sides, spec, *divergence_batch(dataset), weights) if search else []
+    rows = []
+    if search:
+        with Progress("parity forward/backward", quiet=quiet) as progress:
+            rows = divergence(*sides, spec, *divergence_batch(dataset), weights)
+            progress.line(f"{len(spec.layers)} layers and {len(spec.trainable_names())} gradients compared in "
+                          f"{format_seconds(progress.elapsed)}; {_passed(rows)}")
     for mode in modes:
-        rows += judge(MODES[mode](*sides, spec, dataset, config, steps, weights))
+        with Progress(f"parity {mode}", steps, quiet) as progress:
+            judged = judge(MODES[mode](*sides, spec, dataset, config, steps, weights, progress=progress))
+            progress.line(f"{steps} steps in {format_seconds(progress.elapsed)}; {_passed(judged)}")
+        rows += judged
     return rows
+
+
+def _passed(rows: list[dict]) -> str:
+    failed = sum(not row.get("passed", True) for row in rows)
+    return f"{len(rows) - failed} of {len(rows)} checks passed"

@@ -48,9 +48,13 @@ def _write_plots(report: Report, tables: dict[str, pd.DataFrame], folder: Path) 
     names = {int(i): str(n) for i, n in zip(per_class["class_index"], per_class["class_name"])}
     same = tables["agreement"][tables["agreement"]["kind"] != "trained"].dropna(subset=["atol"])
     atols = {f"{a} vs {b}": float(t) for a, b, t in zip(same["evaluator_a"], same["evaluator_b"], same["atol"])}
-    made = {"curves.png": plots.plot_curves(tables["curves"], folder / "curves.png", report.title),
-            "confusion.png": plots.plot_confusions(tables["confusion"], folder / "confusion.png", names),
-            "logit_diffs.png": plots.plot_logit_diffs(report.logit_diffs, folder / "logit_diffs.png", atols)}
+    # Every PNG names its model and dataset: the report's title, else what the runs table says.
+    runs = tables["runs"].dropna(subset=["model", "dataset"])
+    title = report.title or ", ".join(dict.fromkeys(f"{m} on {d}" for m, d in zip(runs["model"], runs["dataset"])))
+    made = {"curves.png": plots.plot_curves(tables["curves"], folder / "curves.png", title),
+            "confusion.png": plots.plot_confusions(tables["confusion"], folder / "confusion.png", names, title=title),
+            "logit_diffs.png": plots.plot_logit_diffs(report.logit_diffs, folder / "logit_diffs.png", atols,
+                                                      title=title)}
     for name in [name for name, path in made.items() if path is None]:
         (folder / name).unlink(missing_ok=True)  # a plot left from an earlier report would mislead
     return [path for path in made.values() if path is not None]

@@ -1,7 +1,9 @@
-"""The report's PNG plots: training curves, confusion matrices, logit-difference histograms.
+"""The report's PNG plots: training curves, confusion matrices, logit-difference histograms, parity.
 
 Each function takes a tidy table (or dict of arrays) and a path, writes the PNG
 atomically and returns the path, or returns None when there is nothing to plot.
+Every figure is titled with what it draws and, when the caller says, the model and dataset
+(a PNG is often looked at alone, away from the summary that names them).
 No display is ever opened: the Agg backend is selected before pyplot loads.
 """
 
@@ -45,6 +47,21 @@ def save_figure(fig, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def figure_title(what: str, subject: str | None) -> str:
+    """A figure's title: what is drawn, then the subject (model, dataset, ...) when there is one.
+
+    Args:
+        what: what the figure draws, e.g. "Training curves".
+        subject: e.g. the report's title "lenet5 on mnist-sample, 3 epochs, config 1a2b3c4d", or None.
+
+    Returns:
+        One line when short enough to stay readable at the figure's width, else two.
+    """
+    if not subject:
+        return what
+    return f"{what}: {subject}" if len(what) + len(subject) <= 90 else f"{what}\n{subject}"
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -93,7 +110,8 @@ def _plot_loss(ax, steps: pd.DataFrame) -> bool:
         # a twentieth of the run (at most 50 steps) smooths batch noise without hiding the trend
         window = max(1, min(50, len(y) // 20))
         smooth = pd.Series(y).rolling(window, min_periods=1).mean()
-        ax.plot(x, y, color=col, alpha=0.25, linewidth=0.8)
+        if window > 1:  # with a window of one the mean is the raw loss: one line, one legend entry
+            ax.plot(x, y, color=col, alpha=0.25, linewidth=0.8, label=f"{label}, each step")
         mean = f" (mean of {window} steps)" if window > 1 else ""
         ax.plot(x, smooth, color=col, linewidth=1.8, linestyle=style["linestyle"], label=label + mean)
         drawn = True
@@ -123,7 +141,7 @@ def plot_curves(curves: pd.DataFrame, path: Path, title: str | None = None) -> P
     Args:
         curves: the tidy ``curves`` table (kind is "step" or "epoch").
         path: where the PNG goes.
-        title: an optional figure title (the report's).
+        title: the subject for the figure's title (the report's: model, dataset, epochs, config).
 
     Returns:
         ``path``, or None when the table holds neither a loss nor an accuracy.
@@ -145,8 +163,7 @@ def plot_curves(curves: pd.DataFrame, path: Path, title: str | None = None) -> P
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
-    if title:
-        fig.suptitle(title)
+    fig.suptitle(figure_title("Training curves", title))
     return save_figure(fig, path)
 
 
@@ -172,13 +189,22 @@ def _draw_matrix(ax, matrix: np.ndarray, names: list[str], norm, annotate: bool,
     return image
 
 
-def plot_confusions(confusion: pd.DataFrame, path: Path, class_names: dict | None = None) -> Path | None:
+def _backend_rank(backend) -> int:
+    """PyTorch's panels first, then MindSpore's, then any other backend's: the order of every other table."""
+    return {"pytorch": 0, "mindspore": 1}.get(str(backend), 2)
+
+
+def plot_confusions(confusion: pd.DataFrame, path: Path, class_names: dict | None = None,
+                    title: str | None = None) -> Path | None:
     """Confusion matrices side by side, one panel per backend/evaluator, one colour scale.
+
+    Panels run PyTorch's first, then MindSpore's, then any others (each group in name order).
 
     Args:
         confusion: the tidy ``confusion`` table.
         path: where the PNG goes.
         class_names: optional class index -> name, for the tick labels.
+        title: the subject for the figure's title (the report's: model, dataset, epochs, config).
 
     Returns:
         ``path``, or None when the table is empty.
@@ -192,8 +218,9 @@ def plot_confusions(confusion: pd.DataFrame, path: Path, class_names: dict | Non
     frame["predicted_class"] = frame["predicted_class"].astype(int)
     classes = sorted(set(frame["true_class"]) | set(frame["predicted_class"]))
     names = [str((class_names or {}).get(c, c)) for c in classes]
-    panels = [(e if str(e).startswith(str(b)) else f"{b} / {e}", _matrix(rows, classes)) for (b, e), rows in
-              frame.groupby(["backend", "evaluator"], sort=True, dropna=False)]
+    groups = sorted(frame.groupby(["backend", "evaluator"], sort=True, dropna=False),
+                    key=lambda group: _backend_rank(group[0][0]))  # stable: name order within a backend
+    panels = [(e if str(e).startswith(str(b)) else f"{b} / {e}", _matrix(rows, classes)) for (b, e), rows in groups]
     # A square-root scale keeps the few off-diagonal mistakes visible next to a bright diagonal.
     norm = PowerNorm(0.5, vmin=0, vmax=max(1.0, max(m.max() for _, m in panels)))
     ncols = min(len(panels), 4)
@@ -206,6 +233,7 @@ def plot_confusions(confusion: pd.DataFrame, path: Path, class_names: dict | Non
         total = matrix.sum()
         accuracy = f", accuracy {100 * np.trace(matrix) / total:.2f}%" if total else ""
         image = _draw_matrix(ax, matrix, names, norm, len(classes) <= 10, f"{label}\nn={total:.0f}{accuracy}")
+    fig.suptitle(figure_title("Confusion matrices", title))
     # tight_layout leaves the right strip to one shared colorbar (constrained layout is 2x slower here)
     fig.tight_layout(rect=(0, 0, 1 - 0.9 / fig.get_figwidth(), 1))
     fig.colorbar(image, cax=fig.add_axes((1 - 0.75 / fig.get_figwidth(), 0.15, 0.12 / fig.get_figwidth(), 0.7)),
@@ -230,7 +258,7 @@ def _hist_pair(ax, label: str, values: np.ndarray, bins: np.ndarray, col: str, a
 
 
 def plot_logit_diffs(logit_diffs: dict[str, np.ndarray], path: Path,
-                     tolerances: dict[str, float] | None = None) -> Path | None:
+                     tolerances: dict[str, float] | None = None, title: str | None = None) -> Path | None:
     """Histogram of |a - b| per same-weights pair on a shared log-x axis, with tolerance lines.
 
     One panel per pair (overlaid, ten pairs are unreadable). Exact zeros cannot sit on a log
@@ -240,6 +268,7 @@ def plot_logit_diffs(logit_diffs: dict[str, np.ndarray], path: Path,
         logit_diffs: pair label ("A vs B") -> flattened |a - b|.
         path: where the PNG goes.
         tolerances: optional pair label -> atol, drawn as a dashed vertical line.
+        title: the subject for the figure's title (the report's: model, dataset, epochs, config).
 
     Returns:
         ``path``, or None when there are no differences to plot.
@@ -262,42 +291,106 @@ def plot_logit_diffs(logit_diffs: dict[str, np.ndarray], path: Path,
     left = max(DIFF_FLOOR, 10 ** np.floor(np.log10(positive.min()))) if positive.size else DIFF_FLOOR
     axes[-1, 0].set(xscale="log", xlim=(left, 2 * max([top, *atols])), xlabel="|a - b| (log scale)")
     fig.supylabel("number of logits")
-    fig.suptitle("|logit difference| per same-weights pair (zeros counted in each legend)")
+    fig.suptitle(figure_title("|logit difference| per same-weights pair (zeros counted in each legend)", title))
     return save_figure(fig, path)
 
 
-def plot_parity(parity: pd.DataFrame, path: Path, update_rel: float, weight_rel: float) -> Path | None:
-    """Lockstep weight drift and synchronised update differences per step, worst tensor per step, log y;
-    with the float64 columns, also what that tensor was allowed (the budget plus float32's spread, and in
-    lockstep Adam's steps along float32 noise), and in synchronised steps over the budget the difference left
-    once decisions are matched."""
+def _distinct(frame: pd.DataFrame, column: str) -> str:
+    """The column's distinct values in order of appearance, comma separated ("" when absent)."""
+    if column not in frame:
+        return ""
+    return ", ".join(str(value) for value in dict.fromkeys(frame[column].dropna()))
+
+
+def _parity_subject(steps: pd.DataFrame, modes: list[str], dataset: str | None) -> str:
+    """Which backends, model, dataset, how many steps in which modes, and the config, as parity.png's title."""
+    pair = " vs ".join(name for name in (_distinct(steps, "backend_a"), _distinct(steps, "backend_b")) if name)
+    subject = " on ".join(name for name in (_distinct(steps, "model"), dataset) if name)
+    parts = [part for part in (pair, subject) if part]
+    parts.append(f"{int(_numeric(steps, 'step').max())} steps ({', '.join(modes)})")
+    config = _distinct(steps, "config_hash")
+    if config and "," not in config:
+        parts.append(f"config {config[:8]}")
+    return ", ".join(parts)
+
+
+def _parity_tensors(ax, rows: pd.DataFrame, mode: str, budget: float) -> None:
+    """One mode's worst tensor per step (relative), its allowance, the budget, and what is left explained."""
+    floor = 1e-12  # exact agreement would vanish from a log axis
+    ranked = rows.dropna(subset=["rel"])
+    worst = ranked.groupby("step")["rel"].max()
+    ax.semilogy(worst.index, worst.clip(lower=floor), marker=".", color="tab:purple", label="worst tensor: " + (
+        "max|diff| / max|value|" if mode == "lockstep" else "update rel. diff"))
+    if "allowed" in ranked and ranked["allowed"].notna().any():
+        worst_rows = ranked.loc[ranked.groupby("step")["rel"].idxmax()]
+        noise = "noise" in ranked and bool((ranked["noise"] > 0).any())
+        # The spread is that step's own: it grows with the ReLU/max-pool decisions float32 cannot make there,
+        # so the allowance jumps at those steps; the label says so, or a jump looks like a bug.
+        adam = " + Adam's noise steps" if noise else ""
+        ax.semilogy(worst_rows["step"], worst_rows["allowed"], ls=":", color="tab:purple",
+                    label=f"its allowance: budget + float32 spread of that step{adam}\n"
+                          "(jumps where decisions float32 cannot make appear)")
+        if noise:  # the allowance then tracks the worst row: show what is left once it is taken off
+            left = (ranked["rel"] - ranked["noise"]).groupby(ranked["step"]).max()
+            ax.semilogy(left.index, left.clip(lower=floor), marker=".", color="tab:green",
+                        label="worst tensor less Adam's noise steps")
+    if "rel_matched" in rows and rows["rel_matched"].notna().any():  # steps over the budget only
+        matched = rows["rel_matched"].groupby(rows["step"]).max().dropna()
+        ax.semilogy(matched.index, matched.clip(lower=floor), marker="x", ls="", color="tab:green",
+                    label="worst tensor, each side's undecidable decisions matched")
+    ax.axhline(budget, ls="--", color="tab:red", label="budget")
+    what = "weights after each step (drift)" if mode == "lockstep" else "each step's update from equal weights"
+    ax.set(title=f"{mode}: {what}", ylabel="relative difference (log)")
+
+
+def _parity_loss(ax, rows: pd.DataFrame, mode: str, budget: float | None) -> None:
+    """One mode's absolute loss gap per step on its own axis (a loss is not a relative difference), its budget."""
+    floor = 1e-12  # equal losses would vanish from a log axis
+    gap = _numeric(rows, "loss_diff").groupby(rows["step"]).max()
+    ax.semilogy(gap.index, gap.clip(lower=floor), marker=".", color="tab:gray", label="|loss a - loss b|")
+    if budget is not None:
+        ax.axhline(budget, ls="--", color="tab:red", label="loss budget")
+        explained = _numeric(rows, "loss_explained").groupby(rows["step"]).max()
+        if (explained > 0).any():  # lockstep: the gap the two sides' own weights explain is allowed on top
+            ax.semilogy(explained.index, budget + explained.fillna(0), ls=":", color="tab:gray",
+                        label="its allowance: loss budget + the gap the two sides' weights explain")
+    ax.set(title=f"{mode}: loss gap", xlabel="step", ylabel="|loss difference| (absolute, log)")
+
+
+def plot_parity(parity: pd.DataFrame, path: Path, update_rel: float, weight_rel: float, dataset: str | None = None,
+                loss_budgets: dict[str, float] | None = None) -> Path | None:
+    """Lockstep weight drift and synchronised update differences per step, worst tensor per step, log y.
+
+    Top row, one panel per mode: the worst tensor's relative difference; with the float64 columns, also
+    what that tensor was allowed (the budget plus float32's spread of that step, and in lockstep Adam's
+    steps along float32 noise), and in synchronised steps over the budget the difference left once
+    decisions are matched. Bottom row: the absolute loss gap per step, on its own axis.
+
+    Args:
+        parity: parity.csv's table; its lockstep and synchronised rows are drawn (``model``, ``backend_a``,
+            ``backend_b`` and ``config_hash`` name the title when present).
+        path: where the PNG goes.
+        update_rel: the synchronised budget of a tensor's relative update difference.
+        weight_rel: the lockstep budget of a tensor's relative weight difference.
+        dataset: the dataset's name for the title (parity.csv has no dataset column).
+        loss_budgets: optional mode -> absolute loss budget, drawn on the loss axes.
+
+    Returns:
+        ``path``, or None when there are no lockstep or synchronised rows.
+    """
     steps = parity[parity["mode"].isin(["lockstep", "synchronised"])] if not parity.empty else parity
     if steps.empty:
         return None
     modes = [m for m in ("lockstep", "synchronised") if (steps["mode"] == m).any()]
-    fig, axes = plt.subplots(1, len(modes), figsize=(6.4 * len(modes), 4.2), squeeze=False)
-    for ax, mode in zip(axes[0], modes):
+    fig, axes = plt.subplots(2, len(modes), figsize=(6.8 * len(modes), 7.8), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [3, 2]})
+    for column, mode in enumerate(modes):
         rows = steps[steps["mode"] == mode]
-        worst = rows.groupby("step").agg(rel=("rel", "max"), loss_diff=("loss_diff", "max"))
-        floor = 1e-12  # exact agreement would vanish from a log axis
-        ax.semilogy(worst.index, worst["rel"].clip(lower=floor), marker=".", color="tab:purple",
-                    label="worst tensor: max|diff| / max|value|" if mode == "lockstep" else "worst tensor: update rel. diff")
-        ax.semilogy(worst.index, worst["loss_diff"].clip(lower=floor), marker=".", color="tab:gray", label="|loss diff|")
-        if "allowed" in rows:
-            worst_rows = rows.loc[rows.groupby("step")["rel"].idxmax()]
-            noise = "noise" in rows and bool((rows["noise"] > 0).any())
-            ax.semilogy(worst_rows["step"], worst_rows["allowed"], ls=":", color="tab:purple",
-                        label="its allowance: budget + float32 spread" + (" + Adam's noise steps" if noise else ""))
-            if noise:  # the allowance then tracks the worst row: show what is left once it is taken off
-                left = (rows["rel"] - rows["noise"]).groupby(rows["step"]).max()
-                ax.semilogy(left.index, left.clip(lower=floor), marker=".", color="tab:green",
-                            label="worst tensor less Adam's noise steps")
-        if "rel_matched" in rows and rows["rel_matched"].notna().any():  # steps over the budget only
-            matched = rows["rel_matched"].groupby(rows["step"]).max().dropna()
-            ax.semilogy(matched.index, matched.clip(lower=floor), marker="x", ls="", color="tab:green",
-                        label="worst tensor, each side's undecidable decisions matched")
-        ax.axhline(weight_rel if mode == "lockstep" else update_rel, ls="--", color="tab:red", label="budget")
-        ax.set(title=f"{mode}", xlabel="step", ylabel="difference (log)")
+        _parity_tensors(axes[0, column], rows, mode, weight_rel if mode == "lockstep" else update_rel)
+        _parity_loss(axes[1, column], rows, mode, (loss_budgets or {}).get(mode))
+    for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7.5)
+    fig.suptitle(figure_title("Training parity per step", _parity_subject(steps, modes, dataset)))
     return save_figure(fig, path)

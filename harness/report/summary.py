@@ -13,8 +13,8 @@ import pandas as pd
 from ..tolerances import policies
 from .tables import PROVENANCE, Report, is_blank, outcome, tidy_table
 
-_RANK = {"FAIL": 0, "ERROR": 1, "PASS": 2}  # failures first: they are what a reader came for
-WIDTH = 100
+_RANK = {"FAIL": 0, "ERROR": 1, "INCONCLUSIVE": 2, "PASS": 3}  # failures first: they are what a reader came for
+WIDTH = 80  # a terminal's default width: the console table must read there without the terminal wrapping it
 _ASCII = str.maketrans({"—": "-", "±": "+-", "≥": ">="})  # for the terminal: some consoles lack these glyphs
 
 
@@ -45,7 +45,8 @@ def _ordered(agreement: pd.DataFrame) -> list[dict]:
 
 def _pair(row: dict) -> str:  # a check of one thing (a run that failed) has no evaluator_b
     a, b = _text(row.get("evaluator_a")), row.get("evaluator_b")
-    return f"{a} vs {b}" if not is_blank(b) else f"{a} ({_text(row.get('kind'))})"
+    probe = " (probe inputs)" if row.get("inputs") == "probe" else ""
+    return f"{a} vs {b}{probe}" if not is_blank(b) else f"{a} ({_text(row.get('kind'))})"
 
 
 def _tolerance(row: dict) -> str:
@@ -113,11 +114,26 @@ def _runs_md(runs: pd.DataFrame) -> str | None:
     return markdown_table(header, body, {3, 4, 5, 6})
 
 
+def _load_cell(row: dict) -> str:
+    if str(row.get("under_load")).strip().lower() not in ("true", "1", "1.0"):
+        return "quiet" if not is_blank(row.get("under_load")) else "—"
+    busy, total = _num(row.get("other_cores_busy")), _num(row.get("cores"))
+    return f"**under load**: other processes kept {busy} of {total} cores busy"
+
+
 def _speed_md(speed: pd.DataFrame) -> str | None:
+    rows = speed.to_dict("records")
     body = [[_text(r["backend"]), _text(r["model"]), _text(r["phase"]), _num(r["images_per_s"]),
-             "—" if is_blank(r["ratio_to_pytorch"]) else f"{float(r['ratio_to_pytorch']):.2f}×"]
-            for r in speed.to_dict("records")]
-    return markdown_table(["backend", "model", "phase", "images/s", "vs PyTorch"], body, {3, 4})
+             "—" if is_blank(r["ratio_to_pytorch"]) else f"{float(r['ratio_to_pytorch']):.2f}×", _load_cell(r)]
+            for r in rows]
+    table = markdown_table(["backend", "model", "phase", "images/s", "vs PyTorch", "machine"], body, {3, 4})
+    if table is None:
+        return None
+    note = ("Measured in passing, one run per backend: `train` is the steady state, `train-first-epoch` includes "
+            "graph compilation. `harness bench` is the place for speed (warmed up, repeated, interleaved).")
+    if any(_load_cell(r).startswith("**under load") for r in rows):
+        note += " Figures taken **under load** (other processes on more than half the cores) are not comparable."
+    return table + "\n\n" + note
 
 
 def _run_errors(report: Report) -> tuple[int, int]:
@@ -132,10 +148,13 @@ def render_summary(report: Report, tables: dict[str, pd.DataFrame], pngs: list[P
     rows = _ordered(tables["agreement"])
     counts, (run_errors, n_runs) = Counter(map(outcome, rows)), _run_errors(report)
     verdict = f"**{report.verdict.upper()}**: {len(rows)} checks, {counts['PASS']} passed, " \
-              f"{counts['FAIL']} failed, {counts['ERROR']} error"
+              f"{counts['FAIL']} failed, {counts['INCONCLUSIVE']} inconclusive, {counts['ERROR']} error"
     verdict += f"; {run_errors} of {n_runs} runs ended in error." if run_errors else "."
     prov = " · ".join(f"{k} `{provenance[k]}`" for k in PROVENANCE if not is_blank(provenance.get(k)))
     parts = [f"# {report.title or 'Comparison report'}", "", verdict, "", prov]
+    undecided = inconclusive_lines(report)
+    if undecided:
+        parts += ["", "## Why inconclusive", "", *(f"- {line}" for line in undecided)]
     sections = [("Agreement with the same weights", _same_weights_md(rows)),
                 ("Independently trained models", _trained_md(rows)),
                 ("Runs", _runs_md(tables["runs"])), ("Speed", _speed_md(tables["speed"]))]
@@ -147,19 +166,64 @@ def render_summary(report: Report, tables: dict[str, pd.DataFrame], pngs: list[P
     return "\n".join(parts) + "\n"
 
 
-def _fit(text: str, width: int) -> str:  # cut in the middle: both evaluator names stay recognisable
-    half = (width - 3) // 2
-    return text if len(text) <= width else text[: width - 3 - half] + "..." + text[len(text) - half:]
+def _fit(words: list[str], width: int, indent: str, lead: str = "") -> list[str]:
+    """``words`` joined by spaces into lines of at most ``width``, the first starting with ``lead``, the others
+    with ``indent``.
+
+    A word is never cut (an evaluator name is one word, spaces and all): one longer than a line gets a line
+    of its own, however long.
+    """
+    lines = [lead + word for word in words[:1]] or [lead]
+    for word in words[1:]:
+        if len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(indent + word)
+    return lines
 
 
-def _terminal_cells(row: dict) -> tuple[str, str, str, str]:
-    """(pair, max_abs or accuracy delta, tolerance, result), terse and ASCII-only for any console."""
-    max_abs = "-" if is_blank(row.get("max_abs")) else f"{float(row['max_abs']):.2e}"
-    trained = row.get("kind") == "trained"
-    measure = f"dacc {_pct(row.get('accuracy_delta'), True, 'pp')} top1 {_pct(row.get('top1_agree'))}" \
-        if trained else max_abs
-    tol = _tolerance(row).replace(", top1", " top1")  # the band, then the top-1 floor
-    return _pair(row), measure.translate(_ASCII), tol.translate(_ASCII), outcome(row)
+def _terminal_cells(row: dict) -> tuple[list[str], list[str], str]:
+    """(the pair as unbreakable words, the lines to print below it, the result), ASCII-only for any console.
+
+    Below the pair go its own measures, in words: max_abs against atol/rtol and top-1 agreement for the same
+    weights; the accuracy delta against the band and top-1 agreement against the floor for independently
+    trained models. Then an error's message, or a failed row's first divergent layer.
+    """
+    result, pair, a, b = outcome(row), _pair(row), _text(row.get("evaluator_a")), row.get("evaluator_b")
+    words = [pair]
+    if not is_blank(b) and pair.startswith(f"{a} vs {b}"):  # each name one word: a pair wraps before "vs"
+        words = [a, f"vs {b}", *filter(None, [pair[len(f"{a} vs {b}"):].strip()])]  # and " (probe inputs)"
+    top1 = f"top-1 agreement {_pct(row.get('top1_agree'))}"
+    if row.get("kind") == "trained":
+        band, _, floor = _tolerance(row).translate(_ASCII).partition(", top1>=")  # "+-0.5pp, top1>=97.0%"
+        measures = [f"accuracy delta {_pct(row.get('accuracy_delta'), True, 'pp')} (band {band})",
+                    top1 + (f" (floor {floor})" if floor else "")]
+        measured = not (is_blank(row.get("accuracy_delta")) and is_blank(row.get("top1_agree")))
+    else:
+        max_abs = "-" if is_blank(row.get("max_abs")) else f"{float(row['max_abs']):.2e}"
+        measures = [f"max_abs {max_abs} (atol/rtol {_tolerance(row)}), {top1}"]
+        measured = not is_blank(row.get("max_abs"))
+    if result == "ERROR" and not measured:
+        measures = []  # an error without numbers shows only its message
+    if result == "ERROR" and not is_blank(row.get("error")):
+        measures.append(f"error: {row['error']}")
+    layer = row.get("first_divergent_layer")
+    if result == "FAIL" and row.get("kind") != "trained" and not is_blank(layer):
+        measures.append(f"first divergent layer: {layer}")
+    below = []
+    for text in measures:  # ASCII before fitting: "±" becomes two characters
+        lines = _fit(text.translate(_ASCII).split(), WIDTH, "      ", "    ")
+        if len(lines) > 4:  # a message of many lines is cut at a word: agreement.csv keeps it whole
+            lines = _fit(text.translate(_ASCII).split(), WIDTH - 4, "      ", "    ")[:4]
+            lines[-1] += " ..."
+        below += lines
+    return [word.translate(_ASCII) for word in words], below, result
+
+
+def inconclusive_lines(report: Report) -> list[str]:
+    """One line per check that could not decide: which check, why, and what to do."""
+    rows = tidy_table("agreement", report.tables.get("agreement"), {}).to_dict("records")
+    return [f"{_pair(row)}: {_text(row.get('reason'))}" for row in rows if outcome(row) == "INCONCLUSIVE"]
 
 
 def _final_line(verdict: str, counts: Counter, runs: tuple[int, int]) -> str:
@@ -168,6 +232,9 @@ def _final_line(verdict: str, counts: Counter, runs: tuple[int, int]) -> str:
         return f"verdict: PASSED ({total} checks)"
     if verdict == "failed":
         return f"verdict: FAILED ({counts['FAIL']} of {total} checks failed)"
+    if verdict == "inconclusive":
+        return (f"verdict: INCONCLUSIVE ({counts['INCONCLUSIVE']} of {total} checks could not decide, "
+                f"{counts['PASS']} passed; not a pass: why below)")
     errored = " and ".join([f"{counts['ERROR']} of {total} checks"] * bool(counts["ERROR"])
                            + [f"{runs[0]} of {runs[1]} runs"] * bool(runs[0]))
     failed = f"; {counts['FAIL']} failed" if counts["FAIL"] else ""
@@ -175,19 +242,20 @@ def _final_line(verdict: str, counts: Counter, runs: tuple[int, int]) -> str:
 
 
 def verdict_table(report: Report) -> str:
-    """A fixed-width table (<= 100 columns) for the terminal, one line per check, then the verdict line."""
+    """The console text of ``harness compare``, within WIDTH (80) columns, then the verdict line.
+
+    Per check: the evaluator pair with its result at the right edge, then its measures indented below (and
+    an error's message or a failed row's first divergent layer). Names are never cut: a pair too long for
+    its line wraps before "vs", and a single name longer than a line keeps a line of its own.
+    """
     rows = _ordered(tidy_table("agreement", report.tables.get("agreement"), {}))
     cells = [_terminal_cells(row) for row in rows]
-    header = ("pair", "max_abs", "tolerance", "result")
-    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
-    widths[0] = min(widths[0], WIDTH - sum(widths[1:]) - 3)  # the pair takes what the numbers leave
-    line = " ".join(f"{{:<{w}}}" for w in widths)
-    lines = [line.format(*header).rstrip()]
-    for row, (pair, *rest) in zip(rows, cells):
-        lines.append(line.format(_fit(pair, widths[0]), *rest).rstrip())
-        if rest[-1] == "ERROR" and not is_blank(row.get("error")):
-            error = f"    error: {' '.join(str(row['error']).split())}"
-            lines.append(error if len(error) <= WIDTH else error[: WIDTH - 3] + "...")
+    result_width = max([len("result"), *(len(result) for _, _, result in cells)])
+    pair_width = WIDTH - result_width - 2
+    lines = [f"{'check':<{pair_width}}  {'result':>{result_width}}"]
+    for words, below, result in cells:
+        first, *more = _fit(words, pair_width, "  ")
+        lines += [f"{first:<{pair_width}}  {result:>{result_width}}", *more, *below]
     lines.append(_final_line(report.verdict, Counter(map(outcome, rows)), _run_errors(report)))
     return "\n".join(lines)
 

@@ -19,15 +19,17 @@ from ..config import RunConfig
 PROVENANCE = ["config_hash", "harness_version", "generated_at"]
 COLUMNS: dict[str, list[str]] = {name: columns.split() for name, columns in {
     "runs": "run_id backend device model dataset num_params epochs train_loss test_accuracy onnx_test_accuracy "
-            "train_seconds images_per_s infer_native_images_per_s infer_onnx_images_per_s versions status error",
-    "agreement": "model dataset kind evaluator_a evaluator_b n max_abs mean_abs p99_abs max_rel cosine top1_agree "
+            "train_seconds images_per_s first_epoch_images_per_s infer_native_images_per_s infer_onnx_images_per_s "
+            "load_average_start load_average_end other_cores_busy cores under_load versions status error",
+    "agreement": "model dataset kind evaluator_a evaluator_b inputs n max_abs mean_abs p99_abs max_rel cosine top1_agree "
                  "flipped atol rtol accuracy_a accuracy_b accuracy_delta delta_ci_low delta_ci_high mcnemar_b01 "
-                 "mcnemar_b10 mcnemar_p control_top1_agree min_top1_agree first_divergent_layer passed status error",
+                 "mcnemar_b10 mcnemar_p control_top1_agree min_top1_agree first_divergent_layer passed status reason "
+                 "error",
     "curves": "backend run_id kind epoch step loss train_loss test_loss test_accuracy lr",
     "per_class": "backend evaluator class_index class_name n correct accuracy",
     "confusion": "backend evaluator true_class predicted_class count",
     "onnx_graphs": "backend run_id opset ir_version inputs outputs num_nodes producer op_type count",
-    "speed": "backend model phase images_per_s ratio_to_pytorch",
+    "speed": "backend model phase images_per_s ratio_to_pytorch under_load other_cores_busy cores",
 }.items()}
 _INTEGERS = set("n num_params epochs epoch step flipped mcnemar_b01 mcnemar_b10 class_index correct true_class "
                 "predicted_class count opset ir_version num_nodes".split())
@@ -77,11 +79,28 @@ def tidy_table(name: str, frame: pd.DataFrame | None, provenance: dict) -> pd.Da
 
 
 def outcome(row) -> str:
-    """PASS, FAIL or ERROR for one agreement row (a dict or namedtuple-like mapping)."""
-    if str(row.get("status", "")).strip().lower() == "error":
+    """PASS, FAIL, INCONCLUSIVE or ERROR for one agreement row (a dict or namedtuple-like mapping).
+
+    Only a row whose ``passed`` is true is a PASS: a blank or unreadable one is a FAIL, never a PASS.
+    """
+    status = str(row.get("status", "")).strip().lower()
+    if status == "error":
         return "ERROR"
+    if status == "inconclusive":
+        return "INCONCLUSIVE"
     passed = row.get("passed")  # a bool in memory, a string once read back from CSV
     return "PASS" if not is_blank(passed) and str(passed).strip().lower() in ("true", "1", "1.0") else "FAIL"
+
+
+def overall_verdict(rows: list[dict]) -> str:
+    """The verdict of a set of agreement rows: "error" if any errored, else "failed" if any failed, else
+    "inconclusive" if any could not decide (or there is no row at all), else "passed"."""
+    outcomes = {outcome(row) for row in rows}
+    if "ERROR" in outcomes:
+        return "error"
+    if "FAIL" in outcomes:
+        return "failed"
+    return "inconclusive" if "INCONCLUSIVE" in outcomes or not rows else "passed"
 
 
 def provenance(config: RunConfig) -> dict:

@@ -36,6 +36,8 @@ class Position:
     epoch_seconds: float = 0.0  # time spent in the unfinished epoch so far
     epoch_images: int = 0
     train_seconds: float = 0.0  # time spent in finished epochs
+    warmup_seconds: float = 0.0  # time the run's first WARMUP_STEPS steps took (graph compilation, caches)
+    warmup_images: int = 0
     step_rows: list[dict] = field(default_factory=list)
     epoch_rows: list[dict] = field(default_factory=list)
 

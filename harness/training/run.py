@@ -28,6 +28,7 @@ from ..evaluators.base import EVAL_BATCH_SIZE
 from ..evaluators.onnxrt import run_session, session
 from ..model.spec import ModelSpec
 from ..model.weights import init_weights
+from ..machine import LoadMeter
 from ..model.zoo import MODELS, build_model
 from ..reference.losses import accuracy
 from ..runs.arrays import save_arrays
@@ -121,8 +122,11 @@ def _train_and_write(config: RunConfig, run_dir: Path, info: dict, dataset: Data
     """Train (or continue), write the artefacts, and keep run.json's status true at every moment."""
     backend = get_backend(config.backend)
     saving = Checkpointing(lambda state: write_checkpoint(run_dir, state), config.config_hash, checkpoint_every)
+    role = "control" if config.model.init_ulps else "train"  # a control run: initial weights one ulp up
     try:
-        result = train(backend, model, spec, dataset, config, quiet=quiet, saving=saving, resume=resume)
+        with LoadMeter() as meter:
+            result = train(backend, model, spec, dataset, config, quiet=quiet, saving=saving, resume=resume,
+                           label=f"{config.backend} {role}")
         info.update(_write_artefacts(backend, model, run_dir, dataset, result))
     except BaseException as error:
         _mark_stopped(run_dir, info, error)
@@ -130,11 +134,11 @@ def _train_and_write(config: RunConfig, run_dir: Path, info: dict, dataset: Data
             raise RunInterrupted(f"{error}; continue with: harness run --resume {run_dir}") from None
         raise
     last = result.epoch_rows[-1]
-    images = len(dataset.train_y) * len(result.epoch_rows)
     info.update(status="completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 test_accuracy=last["test_accuracy"], test_loss=last["test_loss"], train_loss=last["train_loss"],
                 epochs=len(result.epoch_rows), train_seconds=result.train_seconds,
-                images_per_s=images / result.train_seconds)
+                images_per_s=result.steady_images_per_s(), first_epoch_images_per_s=result.first_epoch_images_per_s(),
+                **meter.load.as_dict())
     info.pop("error", None)
     write_json(run_dir / "run.json", info)
     (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # the finished artefacts supersede it

@@ -79,13 +79,14 @@ def test_each_compared_pair_is_timed_apart_in_alternating_order(monkeypatch):
             return {phase: (lambda phase=phase: calls.append(phase) or 1.0) for phase in PHASES}
 
     monkeypatch.setattr("harness.bench.measure.result_row",
-                        lambda subject, phase, plan, seconds, peak, scope: (phase, seconds))
+                        lambda subject, phase, plan, seconds, peak, scope: {"phase": phase, "seconds": seconds})
     rows = measure(FakeSubject(), make_plan(100, 10, 2), repeats=3, warmup=1)
     timed = calls[len(PHASES):]  # after one warm-up call per phase
     assert timed == ["train", "train-bare", "train-bare", "train", "train", "train-bare",
                      "infer-native", "infer-onnxruntime", "infer-onnxruntime", "infer-native",
                      "infer-native", "infer-onnxruntime"]
-    assert [(phase, len(seconds)) for phase, seconds in rows] == [(phase, 3) for phase in PHASES]
+    assert [(row["phase"], len(row["seconds"])) for row in rows] == [(phase, 3) for phase in PHASES]
+    assert all(isinstance(row["under_load"], bool) and row["cores"] >= 1 for row in rows)  # the load rides along
 
 
 def test_ratios_pair_rows_by_model_phase_and_batch():

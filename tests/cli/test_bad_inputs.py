@@ -63,7 +63,8 @@ def _run_copy(tmp: Path, finished: Path, edit: Callable[[Path], None]) -> Path:
 
 
 def _compare(tmp: Path, finished: Path, edit: Callable[[Path], None]) -> list[str]:
-    return ["compare", "--runs", str(_run_copy(tmp, finished, edit)), "--reports", str(tmp / "out")]
+    return ["compare", "--runs", str(_run_copy(tmp, finished, edit)), str(_partner(finished)),
+            "--reports", str(tmp / "out")]
 
 
 def _edit_json(name: str, **changes) -> Callable[[Path], None]:
@@ -146,7 +147,8 @@ CASES: dict[str, Callable[[Path, Path], list[str]]] = {
     "run-resume-no-checkpoint": lambda t, r: _resume(t, r, _interrupted),
     "run-resume-corrupt-checkpoint": lambda t, r: _resume(t, r, lambda d: (_interrupted(d), _write("checkpoint.npz", b"\0" * 10)(d))),
     "env-out-not-writable": lambda t, r: ["run", *TINY, "--out", str(_file_at(t) / "runs")],
-    "env-reports-not-writable": lambda t, r: ["compare", "--runs", str(r), "--reports", str(_file_at(t) / "rep")],
+    "env-reports-not-writable": lambda t, r: ["compare", "--runs", str(r), str(_partner(r)),
+                                              "--reports", str(_file_at(t) / "rep")],
     "env-device-unavailable": lambda t, r: ["run", *TINY, "--backend", "pytorch", "--device", "cuda:7",
                                             "--out", str(t / "out")],
 }
@@ -165,9 +167,16 @@ def test_the_table_and_the_cases_list_the_same_inputs():
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
+    """A finished PyTorch run, with a MindSpore run of the same config beside it (``_partner``)."""
     out = tmp_path_factory.mktemp("finished")
-    assert main(["run", "--backend", "pytorch", *TINY, "--out", str(out)]) == 0
-    return next(out.iterdir())
+    for backend in ("pytorch", "mindspore"):
+        assert main(["run", "--backend", backend, *TINY, "--out", str(out)]) == 0
+    return next(p for p in out.iterdir() if "-pytorch-" in p.name)
+
+
+def _partner(run: Path) -> Path:
+    """The MindSpore run beside ``run``: compare needs two runs of different backends."""
+    return next(p for p in run.parent.iterdir() if "-mindspore-" in p.name)
 
 
 def _snapshot(root: Path) -> dict[str, float]:

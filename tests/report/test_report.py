@@ -113,7 +113,7 @@ def test_summary_lists_failures_first_with_layer_and_relative_links(written):
     _, folder, _ = written
     text = (folder / "summary.md").read_text()
     assert text.startswith("# lenet5 on mnist-sample, 2 epochs")
-    assert "**FAILED**: 4 checks, 2 passed, 1 failed, 1 error" in text
+    assert "**FAILED**: 4 checks, 2 passed, 1 failed, 0 inconclusive, 1 error" in text
     same = text.split("## Agreement with the same weights")[1].split("##")[0]
     rows = [line for line in same.splitlines() if line.startswith("| ") and "vs" in line]
     assert "**FAIL**" in rows[0] and "conv2" in rows[0]
@@ -129,9 +129,12 @@ def test_summary_lists_failures_first_with_layer_and_relative_links(written):
 def test_verdict_table_is_narrow_and_ends_with_the_verdict(written):
     report, _, _ = written
     lines = verdict_table(report).splitlines()
-    assert all(len(line) <= 100 for line in lines), max(lines, key=len)
-    assert lines[0].startswith("pair") and lines[1].endswith("FAIL") and "3.00e-03" in lines[1]
-    assert lines[2].endswith("ERROR") and lines[3].startswith("    error: onnxruntime")
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    assert lines[0].startswith("check") and lines[0].endswith("result")
+    assert lines[1].startswith("mindspore[pytorch weights] vs reference:float64[pytorch weights]")
+    assert lines[1].endswith("FAIL") and lines[2].startswith("    max_abs 3.00e-03")
+    assert lines[3] == "    first divergent layer: conv2"
+    assert lines[4].endswith("ERROR") and lines[5].startswith("    error: onnxruntime")
     assert lines[-1] == "verdict: FAILED (1 of 4 checks failed)"
     passing = Report({"agreement": _agreement().iloc[[0, 3]]}, {}, "passed", "t")
     assert verdict_table(passing).splitlines()[-1] == "verdict: PASSED (2 checks)"
