@@ -12,6 +12,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -192,14 +194,44 @@ def validate(config: RunConfig) -> None:
         _require(value is None or value >= 1, f"{key}={value} must be >= 1")
 
 
+# The most bytes a settings file may have: a full file of every setting is about 1 KB.
+MAX_SETTINGS_BYTES = 2**20
+_NOT_REGULAR = {stat.S_IFDIR: "Is a directory", stat.S_IFIFO: "is a named pipe (FIFO)",
+                stat.S_IFCHR: "is a character device", stat.S_IFBLK: "is a block device", stat.S_IFSOCK: "is a socket"}
+
+
+def _check_settings_file(path: Path, info: os.stat_result, size: int | None = None) -> None:
+    """Raise HarnessError unless ``path`` is a regular file of at most ``MAX_SETTINGS_BYTES``."""
+    if not stat.S_ISREG(info.st_mode):
+        what = _NOT_REGULAR.get(stat.S_IFMT(info.st_mode), "is not a regular file")
+        raise HarnessError(f"cannot read config file {path}: {what}; pass the path of a .toml file")
+    if (info.st_size if size is None else size) > MAX_SETTINGS_BYTES:
+        raise HarnessError(f"config file {path} is larger than {MAX_SETTINGS_BYTES} bytes; "
+                           "expected a short file of flat TOML keys")
+
+
 def read_settings_file(path: Path) -> dict:
-    """Flat settings from a TOML file (recipes use the same form)."""
+    """Flat settings from a TOML file (recipes use the same form).
+
+    Only a regular file of at most ``MAX_SETTINGS_BYTES`` is read: a FIFO would block forever and
+    ``/dev/zero`` never ends.
+
+    Raises:
+        HarnessError: a missing, unreadable, non-regular, oversized or invalid file.
+    """
     try:
-        with open(path, "rb") as handle:
-            settings = tomllib.load(handle)
+        # stat before open: opening a FIFO blocks until a writer comes, and opening a device may act on it.
+        info = os.stat(path)
+        _check_settings_file(path, info)
+        # Non-blocking and checked again on the open file: it may have been swapped since the stat.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            _check_settings_file(path, os.fstat(handle.fileno()))
+            data = handle.read(MAX_SETTINGS_BYTES + 1)  # bounded: the file may have grown since the check
+        _check_settings_file(path, info, len(data))
+        settings = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise HarnessError(f"config file {path} does not exist; pass the path of a .toml file") from None
-    # tomllib lets UnicodeDecodeError (a ValueError) escape for bytes that are not UTF-8.
+    # tomllib's TOMLDecodeError and UnicodeDecodeError for bytes that are not UTF-8 are ValueErrors.
     except (OSError, ValueError) as error:
         raise HarnessError(f"cannot read config file {path}: {error}; expected flat TOML keys") from None
     return _without_about(settings)

@@ -6,6 +6,8 @@ value received, what is expected and how to fix it. Anything else is a harness
 bug and keeps its traceback.
 """
 
+import errno
+
 
 # The process's exit codes, the same for every command.
 EXIT_FAILED = 1  # a check failed
@@ -32,6 +34,42 @@ class BackendUnavailable(HarnessError):
 
 class DataError(HarnessError):
     """A dataset that is missing, malformed or not what it claims to be."""
+
+
+class WriteFailed(HarnessError):
+    """A file or folder the disk refused to take: full, read-only, no permission, or a name too long.
+
+    Attributes:
+        errno: the refused write's errno (one of ``DISK_ERRNOS``).
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+# The errnos that mean "this disk or folder will not take the write": the user's to fix, never a harness bug.
+DISK_FIXES = {
+    errno.ENOSPC: "free space on that disk, or write to a folder on another disk",
+    errno.EDQUOT: "free space within your disk quota, or write to a folder on another disk",
+    errno.EROFS: "that filesystem is mounted read-only: write to a folder on a writable disk",
+    errno.EACCES: "you may not write there: fix the folder's permissions or write to a folder you own",
+    errno.EPERM: "you may not write there: fix the folder's permissions or write to a folder you own",
+    errno.ENAMETOOLONG: "a name in that path is too long for the filesystem: use a shorter folder path",
+}
+DISK_ERRNOS = frozenset(DISK_FIXES)
+
+
+def write_failed(error: OSError, what: str) -> WriteFailed:
+    """The one-line error for a write the disk refused: what, where, why (``ENOSPC`` ...), how to fix.
+
+    Args:
+        error: the OSError; its errno should be one of ``DISK_ERRNOS``.
+        what: what could not be written and where, e.g. "runs/x/model.onnx".
+    """
+    name = errno.errorcode.get(error.errno, str(error.errno))
+    fix = DISK_FIXES.get(error.errno, "check the disk and the folder, then try again")
+    return WriteFailed(f"could not write {what}: {error.strerror or error} ({name}); {fix}", error.errno)
 
 
 class RunInterrupted(KeyboardInterrupt):

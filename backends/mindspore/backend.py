@@ -8,6 +8,7 @@ import mindspore as ms
 import numpy as np
 
 from harness.config import TrainConfig
+from harness.errors import HarnessError
 from harness.model.spec import ModelSpec
 
 from . import bare as _bare
@@ -60,7 +61,14 @@ class MindSporeBackend:
         return {"dropout_steps": np.asarray(model.dropout_steps, dtype=np.int64)}
 
     def set_rng_state(self, model: _build.MsModel, state: dict[str, np.ndarray]) -> None:
-        model.dropout_steps = int(state.get("dropout_steps", 0))  # a checkpoint of older code: from the start
+        """Restore ``rng_state``'s output; HarnessError unless ``dropout_steps`` is an integer scalar >= 0."""
+        value = state.get("dropout_steps")
+        # int() of a float or of a one-element array would pass silently: the masks would restart elsewhere.
+        if not isinstance(value, np.ndarray) or value.shape != () or value.dtype.kind not in "iu" or value < 0:
+            got = f"{value.dtype} {value.shape} {str(value)[:20]}" if isinstance(value, np.ndarray) else "missing"
+            raise HarnessError(f"rng/dropout_steps is {got}, expected an int64 scalar >= 0: how many train steps "
+                               "drew Dropout masks")
+        model.dropout_steps = int(value)
 
     def predict(self, model: _build.MsModel, x: np.ndarray, batch_size: int) -> np.ndarray:
         return _forward.predict(model, x, batch_size)

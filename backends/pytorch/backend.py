@@ -29,6 +29,16 @@ def _npu_available() -> bool:
     return bool(torch.npu.is_available())
 
 
+def _check_generator_state(state: dict[str, np.ndarray], key: str, size: int | None) -> None:
+    """HarnessError unless ``state[key]`` is a 1-D uint8 array (of ``size`` bytes, where given)."""
+    value = state.get(key)
+    if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.ndim != 1 \
+            or (size is not None and value.size != size):
+        got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else "missing"
+        raise HarnessError(f"rng/{key} is {got}, expected {size or 'a 1-D array of'} uint8 bytes: torch's generator "
+                           "state as the run saved it")
+
+
 class PyTorchBackend:
     """The Backend protocol for PyTorch (see harness/backend.py)."""
 
@@ -77,10 +87,20 @@ class PyTorchBackend:
         return state
 
     def set_rng_state(self, model, state: dict[str, np.ndarray]) -> None:
-        if "torch_cpu" in state:
-            torch.set_rng_state(torch.from_numpy(np.array(state["torch_cpu"], dtype=np.uint8)))
-        if "torch_cuda" in state and model.device.type == "cuda":
-            torch.cuda.set_rng_state(torch.from_numpy(np.array(state["torch_cuda"], dtype=np.uint8)), model.device)
+        """Restore ``rng_state``'s output; HarnessError naming the array unless it is what torch wrote."""
+        # A generator state is a fixed number of bytes (5056 for the CPU's Mersenne Twister); anything else was
+        # edited, and torch would either refuse it with a long message or, cast from floats, take garbage.
+        _check_generator_state(state, "torch_cpu", torch.get_rng_state().numel())
+        on_cuda = model.device.type == "cuda"
+        if "torch_cuda" in state:  # a run begun on a GPU may resume on the CPU: then the GPU's state is unused
+            _check_generator_state(state, "torch_cuda",
+                                   torch.cuda.get_rng_state(model.device).numel() if on_cuda else None)
+        try:
+            torch.set_rng_state(torch.from_numpy(state["torch_cpu"].copy()))
+            if "torch_cuda" in state and on_cuda:
+                torch.cuda.set_rng_state(torch.from_numpy(state["torch_cuda"].copy()), model.device)
+        except RuntimeError as error:  # the right size, but a state torch's generator rejects
+            raise HarnessError(f"rng state refused by torch ({one_line(error, 200)})") from None
 
     def predict(self, model, x: np.ndarray, batch_size: int) -> np.ndarray:
         return _forward.predict(model, x, batch_size)

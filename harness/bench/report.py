@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
-from ..runs.files import atomic_path, ensure_writable_dir
+from ..runs.files import atomic_path, ensure_writable_dir, locked_folder
 from .measure import PHASES
 
 COLUMNS = ("backend device model dataset data_source phase batch_size steps repeats images_per_s images_per_s_min "
@@ -121,6 +121,8 @@ def write_bench(rows: list[dict], reports_dir: Path) -> tuple[pd.DataFrame, Path
     ensure_writable_dir(reports_dir, "reports folder")
     frame = bench_frame(rows)
     csv = Path(reports_dir) / "bench.csv"
-    with atomic_path(csv) as tmp:
+    # Locked: a report set swapped into the same folder at this moment would otherwise drop these files.
+    with locked_folder(reports_dir), atomic_path(csv) as tmp:
         frame.to_csv(tmp, index=False)
-    return frame, csv, plot_bench(frame, Path(reports_dir) / "bench.png")
+    with locked_folder(reports_dir):
+        return frame, csv, plot_bench(frame, Path(reports_dir) / "bench.png")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..backend import Backend, get_backend
+from ..backend import Backend, backend_names, get_backend
 from ..config import RunConfig
 from ..data.fit import Dataset
 from ..errors import HarnessError
@@ -53,13 +53,44 @@ class LoadedRun:
     graph: dict  # model.onnx's summary (graph_summary), checked up front for the same reason
 
 
-def load_run(run_dir: Path, spec: ModelSpec) -> LoadedRun:
+def _check_predictions(run_dir: Path, predictions: dict, spec: ModelSpec, dataset: Dataset | None) -> None:
+    """Raise HarnessError unless predictions.npz holds integer labels (N,) of the test set and float logits
+    (N, classes): a short, string or scalar array would fail deep inside an evaluator pair instead."""
+    where, fix = f"{run_dir}/predictions.npz", "re-run with --fresh (or pass folders written by `harness run`)"
+    labels = predictions["labels"]
+    count = len(dataset.test_y) if dataset is not None else (len(labels) if labels.ndim == 1 else -1)
+    if labels.dtype.kind not in "iu" or labels.shape != (count,):
+        raise HarnessError(f"{where}: labels should be integers of shape ({count},) (the test set's size), "
+                           f"got {labels.dtype} {labels.shape}; {fix}")
+    if count and (labels.min() < 0 or labels.max() >= spec.num_classes):
+        raise HarnessError(f"{where}: labels span {labels.min()}..{labels.max()}, expected "
+                           f"0..{spec.num_classes - 1}; {fix}")
+    if dataset is not None and not np.array_equal(labels, dataset.test_y):
+        raise HarnessError(f"{where}: labels differ from the test set's labels: the run was made on other data "
+                           f"(another --data-dir?); {fix}")
+    for key in PREDICTION_KEYS[1:]:
+        logits = predictions[key]
+        if logits.dtype.kind != "f" or logits.shape != (count, spec.num_classes):
+            raise HarnessError(f"{where}: {key} should be floats of shape ({count}, {spec.num_classes}) "
+                               f"(test images x classes), got {logits.dtype} {logits.shape}; {fix}")
+
+
+def load_run(run_dir: Path, spec: ModelSpec, dataset: Dataset | None = None) -> LoadedRun:
     """Read a run folder's config, weights, predictions, metrics and ONNX graph, or raise HarnessError naming
-    the broken file."""
-    info, config = read_run_info(run_dir), read_run_config(run_dir)
+    the broken file.
+
+    Args:
+        run_dir: the run folder.
+        spec: the model the run must hold.
+        dataset: the prepared test set the predictions must match (None: only their own consistency is checked).
+    """
+    config = read_run_config(run_dir)
     weights = load_weights(spec, run_dir / "weights.npz")
     try:
-        predictions = read_arrays(run_dir / "predictions.npz")
+        # Checked against (N,) and (N, classes) before any array is read: a header claiming 2**40 logits or a
+        # deflate bomb is refused by its claim, not by running out of memory.
+        predictions = read_arrays(run_dir / "predictions.npz", {
+            "labels": ((None,), None), **{key: ((None, spec.num_classes), None) for key in PREDICTION_KEYS[1:]}})
     except READ_ERRORS as error:
         raise HarnessError(f"{run_dir}/predictions.npz is unreadable ({error}); re-run with --fresh") from None
     # np.load hands a zip member that is not a .npy (e.g. a torch.save'd data.pkl) back as raw bytes.
@@ -67,12 +98,16 @@ def load_run(run_dir: Path, spec: ModelSpec) -> LoadedRun:
     if missing:
         raise HarnessError(f"{run_dir}/predictions.npz lacks the array(s) {', '.join(missing)}; "
                            "re-run with --fresh")
+    _check_predictions(run_dir, predictions, spec, dataset)
     try:
         metrics = pd.read_csv(run_dir / "metrics.csv")
     # pandas' ParserError and EmptyDataError, and UnicodeDecodeError for binary bytes, are ValueErrors.
     except (OSError, ValueError) as error:
         message = " ".join(str(error).split())
         raise HarnessError(f"{run_dir}/metrics.csv is unreadable ({message}); re-run with --fresh") from None
+    # run.json after the arrays: callers (compare --runs, report) have read it once already, so a broken array
+    # is the news here; its fields are checked again before LoadedRun hands them on.
+    info = read_run_info(run_dir, backend_names())
     return LoadedRun(run_dir, info, config, weights, predictions, metrics, graph_summary(run_dir / "model.onnx"))
 
 

@@ -158,9 +158,9 @@ def build_report(config: RunConfig, runs: dict[str, Path | str], data_dir: Path 
             loaded[name] = run
             continue
         info = read_run_info(run)
-        loaded[name] = load_run(run, spec) if info.get("status") == "completed" else \
+        loaded[name] = load_run(run, spec, dataset) if info.get("status") == "completed" else \
             f"run {run} is {info.get('status')}: {info.get('error', 'not finished')}"
-    loaded_controls = {name: load_run(path, spec) for name, path in (controls or {}).items()}
+    loaded_controls = {name: load_run(path, spec, dataset) for name, path in (controls or {}).items()}
     tables, diffs = cross_check(spec, dataset, loaded, loaded_controls)
     tables["speed"] = speed_table(tables)
     verdict = overall_verdict(tables["agreement"].to_dict("records"))

@@ -6,6 +6,7 @@ system folder for Fashion-MNIST. Inside each root: the root itself and the torch
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 from pathlib import Path
@@ -28,6 +29,20 @@ SYSTEM_FOLDERS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
 FILE_KIND = {"mnist": "the IDX files", "fashion-mnist": "the IDX files",
              "cifar10": "cifar-10-batches-py or cifar-10-batches-bin"}
 
+def _exists_as(path: Path, kind: str) -> bool:
+    """``path.is_dir()`` (``kind`` "dir") or ``path.is_file()``, with the OSError they let through (a name over
+    the file system's limit, ENAMETOOLONG; a folder that may not be entered) as one DataError line."""
+    try:
+        return path.is_dir() if kind == "dir" else path.is_file()
+    except OSError as error:
+        text = str(path)
+        if error.errno == errno.ENAMETOOLONG:
+            raise DataError(f"data path {text[:80]}... is {len(text):,} characters long, too long for this file "
+                            "system (ENAMETOOLONG); point --data-dir/HARNESS_DATA_DIR at a shorter path") from None
+        raise DataError(f"cannot look at {text[:80]}{'...' if len(text) > 80 else ''} "
+                        f"({error.strerror or error}); check --data-dir/HARNESS_DATA_DIR") from None
+
+
 def data_roots(data_dir: str | Path | None = None) -> list[Path]:
     """The roots searched: ``data_dir`` alone when given, else ``$HARNESS_DATA_DIR`` then ``./data``.
 
@@ -40,7 +55,7 @@ def data_roots(data_dir: str | Path | None = None) -> list[Path]:
     roots = []
     if data_dir is not None:
         explicit = Path(data_dir).expanduser()
-        if not explicit.is_dir():
+        if not _exists_as(explicit, "dir"):
             raise DataError(f"data dir {explicit} does not exist (or is not a folder); "
                             "create it or point --data-dir at the folder holding the dataset")
         return [explicit]
@@ -53,7 +68,7 @@ def data_roots(data_dir: str | Path | None = None) -> list[Path]:
 def idx_file(folder: Path, stem: str) -> Path | None:
     """``folder/stem`` or ``folder/stem.gz``, whichever is a file, else None."""
     for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
+        if _exists_as(candidate, "file"):
             return candidate
     return None
 
@@ -61,8 +76,8 @@ def idx_file(folder: Path, stem: str) -> Path | None:
 def _missing_files(name: str, folder: Path) -> list[str]:
     """Files ``folder`` lacks to hold dataset ``name``; empty when it holds all of them."""
     if name == "cifar10":
-        missing_py = [f for f in CIFAR_PY_FILES if not (folder / f).is_file()]
-        missing_bin = [f for f in CIFAR_BIN_FILES if not (folder / f).is_file()]
+        missing_py = [f for f in CIFAR_PY_FILES if not _exists_as(folder / f, "file")]
+        missing_bin = [f for f in CIFAR_BIN_FILES if not _exists_as(folder / f, "file")]
         return min(missing_py, missing_bin, key=len)
     stems = [stem for pair in IDX_STEMS.values() for stem in pair]
     return [f"{stem}[.gz]" for stem in stems if idx_file(folder, stem) is None]
@@ -79,7 +94,7 @@ def search_dataset(name: str, data_dir: str | Path | None = None) -> tuple[Path 
     tried = []
     system = list(SYSTEM_FOLDERS.get(name, ())) if data_dir is None else []
     for folder in folders + system:
-        missing = _missing_files(name, folder) if folder.is_dir() else None
+        missing = _missing_files(name, folder) if _exists_as(folder, "dir") else None
         if missing == []:
             return folder, tried + [str(folder)]
         expected = len(CIFAR_PY_FILES) if name == "cifar10" else 2 * len(IDX_STEMS)

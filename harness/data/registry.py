@@ -17,8 +17,8 @@ import numpy as np
 
 from ..errors import DataError
 from . import readers
-from .locate import (CIFAR_BIN_FILES, CIFAR_PY_FILES, IDX_STEMS, find_dataset, idx_file, mnist_sample_path,
-                     search_dataset)
+from .locate import (CIFAR_BIN_FILES, CIFAR_PY_FILES, IDX_STEMS, data_roots, find_dataset, idx_file,
+                     mnist_sample_path, search_dataset)
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,10 @@ def _check_split(raw: RawData, split: str, images: np.ndarray, labels: np.ndarra
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != shape:
         raise DataError(f"{where}: images should be uint8 (N, {', '.join(map(str, shape))}), "
                         f"got {images.dtype} {images.shape}")
+    if len(images) == 0:  # nothing to train on or to score: every later step would divide by zero
+        raise DataError(f"{where}: the {split} split holds no images; expected at least one (check the files)")
+    if labels.dtype.kind not in "iu":  # a float label (3.7) cast to int would silently become another class
+        raise DataError(f"{where}: labels are {labels.dtype}, expected integers (class indices)")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{where}: {len(images)} images but labels of shape {labels.shape}; counts must match")
     if len(labels) and (labels.min() < 0 or labels.max() >= raw.info.num_classes):
@@ -124,7 +128,12 @@ def load_raw(name: str, data_dir: str | Path | None = None, synthetic_shape: Seq
     splits = {}
     for split, (image_stem, label_stem) in IDX_STEMS.items():
         images = readers.read_idx(idx_file(folder, image_stem))
-        labels = readers.read_idx(idx_file(folder, label_stem)).astype(np.int64)
+        label_path = idx_file(folder, label_stem)
+        labels = readers.read_idx(label_path)
+        if labels.dtype.kind not in "iu":  # refused, never truncated: 3.7 would become class 3
+            raise DataError(f"{label_path}: IDX labels are {labels.dtype.name}, expected an integer type "
+                            "(MNIST's is uint8, type code 0x08)")
+        labels = labels.astype(np.int64)
         # IDX stores (N, H, W): a missing channel axis, not a shape error.
         splits[split] = (images[:, None] if images.ndim == 3 else images, labels)
     return RawData(info, *splits["train"], *splits["test"], source=str(folder))
@@ -220,7 +229,14 @@ def download(name: str, root: str | Path) -> Path:
 
 
 def describe_datasets(data_dir: str | Path | None = None) -> list[dict]:
-    """One dict per registered dataset for ``harness list``: name, shape, classes, found, where."""
+    """One dict per registered dataset for ``harness list``: name, shape, classes, found, where.
+
+    Raises:
+        DataError: ``data_dir`` was given but cannot be used (missing, not a folder, a name too long): one
+            line, as ``harness run`` says it, rather than the same error in every dataset's row.
+    """
+    if data_dir is not None:
+        data_roots(data_dir)
     rows = []
     for name, info in DATASETS.items():
         try:

@@ -6,6 +6,7 @@ streams, so "same seed" would not mean "same weights"; generating them here does
 
 from __future__ import annotations
 
+import math
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -13,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import HarnessError
-from ..runs.arrays import READ_ERRORS, read_arrays
+from ..runs.arrays import READ_ERRORS, ArrayMismatch, read_arrays
 from .spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, ModelSpec, Pool
 
 Weights = dict[str, np.ndarray]
@@ -95,8 +96,16 @@ def init_weights(spec: ModelSpec, seed: int, ulps: int = 0) -> Weights:
     return weights
 
 
-def check_weights(spec: ModelSpec, weights: Weights, source: str) -> None:
-    """Raise HarnessError unless ``weights`` has exactly the spec's names and shapes."""
+def check_weights(spec: ModelSpec, weights: Weights, source: str, finite: bool = False) -> None:
+    """Raise HarnessError unless ``weights`` has exactly the spec's names and shapes, as float arrays.
+
+    Args:
+        spec: the model the weights must fit.
+        weights: canonical name -> array.
+        source: where they came from, for the message.
+        finite: also refuse NaN/Inf. A checkpoint is only ever written with finite weights; a run's trained
+            weights are not refused for them: comparing them must fail the check, not stop it.
+    """
     expected = spec.param_shapes()
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))
@@ -106,14 +115,32 @@ def check_weights(spec: ModelSpec, weights: Weights, source: str) -> None:
             "it was written for another model: pass the matching --model"
         )
     for name, shape in expected.items():
-        if tuple(weights[name].shape) != shape:
-            raise HarnessError(f"{source}: {name} has shape {weights[name].shape}, expected {shape}")
+        value = weights[name]
+        # A string, object or integer array would be cast (or fail) deep inside a framework.
+        if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+            got = f"{value.dtype} array" if isinstance(value, np.ndarray) else type(value).__name__
+            raise HarnessError(f"{source}: {name} is a {got}, expected float weights of shape {shape}")
+        if tuple(value.shape) != shape:
+            raise HarnessError(f"{source}: {name} has shape {value.shape}, expected {shape}")
+        if finite and not np.isfinite(value).all():
+            raise HarnessError(f"{source}: {name} holds NaN/Inf; a checkpoint is only written with finite "
+                               "weights: the file was edited or damaged")
 
 
 def load_weights(spec: ModelSpec, path: Path) -> Weights:
-    """Read canonical weights written by ``harness.runs.arrays.save_arrays``, refusing pickled objects."""
+    """Read canonical weights written by ``harness.runs.arrays.save_arrays``, refusing pickled objects.
+
+    Every tensor the spec names is checked against its shape before its bytes are read, and the file may
+    unpack to at most twice the spec's float32 size (float64 weights fit; a bomb does not).
+    """
+    shapes = spec.param_shapes()
+    honest = sum(math.prod(shape) for shape in shapes.values()) * np.dtype(np.float32).itemsize
     try:
-        weights = read_arrays(path)
+        weights = read_arrays(path, {name: (shape, None) for name, shape in shapes.items()},
+                              max_bytes=2 * honest + 2**20)
+    except ArrayMismatch as error:
+        raise HarnessError(f"{path} does not hold {spec.name}'s weights: {error}; "
+                           "it was written for another model: pass the matching --model") from None
     except READ_ERRORS as error:
         raise HarnessError(f"cannot read weights {path}: {error}; expected a .npz written by harness run") from None
     check_weights(spec, weights, str(path))

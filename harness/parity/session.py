@@ -9,7 +9,7 @@ import pandas as pd
 from ..config import RunConfig
 from ..report.plots import plot_parity
 from ..report.tables import provenance
-from ..runs.files import atomic_path, ensure_writable_dir
+from ..runs.files import atomic_path, ensure_writable_dir, locked_folder
 from ..tolerances import policies
 from ..training.run import load_data
 from .modes import COLUMNS, check, first_failure
@@ -24,9 +24,11 @@ def run_parity(config: RunConfig, names: list[str], steps: int, modes: list[str]
                                       **provenance(config))
     frame = frame.reindex(columns=[*COLUMNS, *(c for c in frame.columns if c not in COLUMNS)])
     ensure_writable_dir(reports_dir, "reports folder")
-    with atomic_path(reports_dir / "parity.csv") as tmp:
+    # Locked: a report set swapped into the same folder at this moment would otherwise drop these files.
+    with locked_folder(reports_dir), atomic_path(reports_dir / "parity.csv") as tmp:
         frame.to_csv(tmp, index=False)
-    plot_parity(frame, reports_dir / "parity.png", policies().step.update_rel, policies().lockstep.weight_rel,
-                dataset=config.data.dataset,
-                loss_budgets={"lockstep": policies().lockstep.loss_abs, "synchronised": policies().step.loss_abs})
+    with locked_folder(reports_dir):
+        plot_parity(frame, reports_dir / "parity.png", policies().step.update_rel, policies().lockstep.weight_rel,
+                    dataset=config.data.dataset,
+                    loss_budgets={"lockstep": policies().lockstep.loss_abs, "synchronised": policies().step.loss_abs})
     return frame, first_failure(rows)

@@ -1,4 +1,10 @@
-"""Writing a report set into a folder: every table as CSV, the plots and summary.md, each file atomically."""
+"""Writing a report set into a folder: every table as CSV, the plots and summary.md, swapped in as one unit.
+
+The set is written whole into a staging folder and then replaces the previous set in one step
+(``harness.runs.files.replaced_set``): a reader, and a second ``harness compare`` writing into the same
+folder, see the old set or the new one, never CSVs of one and summary.md of the other. Files of other
+commands in the folder (parity.csv/png, bench.csv/png, the README) are kept.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
-from ..runs.files import atomic_path, write_text
+from ..runs.files import replaced_set
 from . import plots
 from .summary import render_summary
 from .tables import COLUMNS, Report, tidy_table
+
+PLOT_NAMES = ("curves.png", "confusion.png", "logit_diffs.png")
+# The files of a report set: replaced together; a plot the new set lacks is dropped, never left from the old one.
+SET_FILES = frozenset([*(f"{name}.csv" for name in COLUMNS), *PLOT_NAMES, "summary.md"])
 
 
 def write_reports(report: Report, reports_dir: Path, provenance: dict) -> list[Path]:
@@ -25,22 +35,23 @@ def write_reports(report: Report, reports_dir: Path, provenance: dict) -> list[P
 
     Returns:
         The written files: CSVs, PNGs, then summary.md.
+
+    Raises:
+        WriteFailed: the disk refused a file (full, read-only, ...); ``reports_dir`` keeps its previous set.
     """
     folder = Path(reports_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     prov = {"harness_version": __version__, "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **{k: v for k, v in (provenance or {}).items() if v is not None}}
     names = [*COLUMNS, *(n for n in report.tables if n not in COLUMNS)]
     tables = {n: tidy_table(n, report.tables.get(n), prov) for n in names}
-    csvs = []
-    for name, frame in tables.items():
-        with atomic_path(folder / f"{name}.csv") as tmp:
-            frame.to_csv(tmp, index=False)
-        csvs.append(folder / f"{name}.csv")
-    pngs = _write_plots(report, tables, folder)
-    summary = folder / "summary.md"
-    write_text(summary, render_summary(report, tables, pngs, csvs, prov))
-    return [*csvs, *pngs, summary]
+    written = {f"{name}.csv" for name in tables}
+    with replaced_set(folder, lambda name: name in SET_FILES or name in written, "report") as staging:
+        for name, frame in tables.items():
+            frame.to_csv(staging / f"{name}.csv", index=False)  # staging is private: no temporary names needed
+        pngs = [folder / path.name for path in _write_plots(report, tables, staging)]
+        csvs = [folder / f"{name}.csv" for name in tables]
+        (staging / "summary.md").write_text(render_summary(report, tables, pngs, csvs, prov))
+    return [*csvs, *pngs, folder / "summary.md"]
 
 
 def _write_plots(report: Report, tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
@@ -55,8 +66,6 @@ def _write_plots(report: Report, tables: dict[str, pd.DataFrame], folder: Path) 
             "confusion.png": plots.plot_confusions(tables["confusion"], folder / "confusion.png", names, title=title),
             "logit_diffs.png": plots.plot_logit_diffs(report.logit_diffs, folder / "logit_diffs.png", atols,
                                                       title=title)}
-    for name in [name for name, path in made.items() if path is None]:
-        (folder / name).unlink(missing_ok=True)  # a plot left from an earlier report would mislead
     return [path for path in made.values() if path is not None]
 
 

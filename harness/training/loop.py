@@ -26,7 +26,7 @@ from ..evaluators.base import EVAL_BATCH_SIZE
 from ..model.spec import ModelSpec
 from ..progress import Progress, format_seconds
 from ..reference.losses import accuracy, mean_cross_entropy
-from .checkpoint import Checkpoint, Position
+from .checkpoint import CHECKPOINT_NAME, Checkpoint, Position
 from .schedule import decayed_names, learning_rates
 
 
@@ -96,6 +96,13 @@ class _SigintLatch:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def resumed_from(checkpoint: Checkpoint) -> str:
+    """``Checkpointing.last_saved`` of a resumed run before it saves: the checkpoint an earlier run of this
+    folder wrote, which stays on disk (never overwritten with NaN/Inf weights)."""
+    return (f"{CHECKPOINT_NAME} of an earlier run of this folder (step {checkpoint.position.step}, "
+            "the one this run resumed from)")
+
+
 def _diverged(what: str, step: int, saving: Checkpointing | None) -> HarnessError:
     kept = f"; the last good checkpoint is {saving.last_saved}, kept" if saving else ""
     return HarnessError(f"training diverged: {what} at step {step}{kept}; lower --learning-rate "
@@ -114,6 +121,8 @@ class _Loop:
         self.trainer.load_state(checkpoint.optimizer)
         self.backend.set_rng_state(self.model, checkpoint.rng)
         self.position = checkpoint.position
+        if self.saving is not None:  # until this run saves, the good checkpoint on disk is the one resumed from
+            self.saving.last_saved = resumed_from(checkpoint)
 
     def save(self) -> None:
         if self.saving is None:

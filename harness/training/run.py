@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..backend import get_backend
+from ..backend import backend_names, get_backend
 from ..config import RunConfig
+from ..data.batches import steps_per_epoch
 from ..data.fit import Dataset, prepare
 from ..data.registry import load_raw
-from ..errors import HarnessError, RunInterrupted
+from ..errors import DISK_ERRNOS, HarnessError, RunInterrupted, write_failed
 from ..evaluators.base import EVAL_BATCH_SIZE
 from ..evaluators.onnxrt import run_session, session
 from ..model.spec import ModelSpec
@@ -32,7 +33,7 @@ from ..machine import LoadMeter
 from ..model.zoo import MODELS, build_model
 from ..reference.losses import accuracy
 from ..runs.arrays import save_arrays
-from ..runs.files import atomic_path, write_json
+from ..runs.files import atomic_path, remove_temporaries, write_json
 from ..runs.folder import create_run_dir, read_run_config, read_run_info
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, read_checkpoint, write_checkpoint
 from .loop import Checkpointing, TrainResult, train
@@ -110,11 +111,28 @@ def _write_artefacts(backend, model, run_dir: Path, dataset: Dataset, result: Tr
     return _export_and_check(backend, model, run_dir, dataset, result.test_logits)
 
 
-def _mark_stopped(run_dir: Path, info: dict, error: BaseException) -> None:
-    """Record in run.json why the run stopped before completing."""
+def _mark_stopped(run_dir: Path, info: dict, error: BaseException) -> BaseException | None:
+    """Record in run.json why the run stopped before completing; never leave it saying ``running``.
+
+    Returns:
+        The exception to raise instead of ``error``, or None to re-raise ``error`` itself (a harness bug keeps
+        its traceback). A disk that refused a write becomes a one-line ``WriteFailed``; when run.json cannot be
+        written either (the same full or read-only disk), the one line says so.
+    """
+    if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+        error = write_failed(error, error.filename or f"a file of {run_dir}")
     info.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
                 error=f"{type(error).__name__}: {error}")
-    write_json(run_dir / "run.json", info)
+    unmarked = ""
+    try:
+        write_json(run_dir / "run.json", info)
+    except (HarnessError, OSError) as failed:
+        unmarked = f"; {run_dir}/run.json could not be marked {info['status']} either ({failed})"
+    if isinstance(error, RunInterrupted):
+        return RunInterrupted(f"{error}; continue with: harness run --resume {run_dir}{unmarked}")
+    if isinstance(error, HarnessError):
+        return HarnessError(f"{error}{unmarked}") if unmarked else error
+    return None
 
 
 def _train_and_write(config: RunConfig, run_dir: Path, info: dict, dataset: Dataset, model, spec: ModelSpec,
@@ -129,10 +147,10 @@ def _train_and_write(config: RunConfig, run_dir: Path, info: dict, dataset: Data
                            label=f"{config.backend} {role}")
         info.update(_write_artefacts(backend, model, run_dir, dataset, result))
     except BaseException as error:
-        _mark_stopped(run_dir, info, error)
-        if isinstance(error, RunInterrupted):
-            raise RunInterrupted(f"{error}; continue with: harness run --resume {run_dir}") from None
-        raise
+        replacement = _mark_stopped(run_dir, info, error)
+        if replacement is None:
+            raise
+        raise replacement from None
     last = result.epoch_rows[-1]
     info.update(status="completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 test_accuracy=last["test_accuracy"], test_loss=last["test_loss"], train_loss=last["train_loss"],
@@ -140,8 +158,13 @@ def _train_and_write(config: RunConfig, run_dir: Path, info: dict, dataset: Data
                 images_per_s=result.steady_images_per_s(), first_epoch_images_per_s=result.first_epoch_images_per_s(),
                 **meter.load.as_dict())
     info.pop("error", None)
-    write_json(run_dir / "run.json", info)
+    try:
+        write_json(run_dir / "run.json", info)
+    except BaseException as error:
+        replacement = _mark_stopped(run_dir, info, error)
+        raise (replacement or error) from None
     (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)  # the finished artefacts supersede it
+    remove_temporaries(run_dir)  # e.g. half a model.onnx from a process killed before this run was resumed
     return RunOutcome(run_dir, info)
 
 
@@ -165,15 +188,17 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: b
     spec, dataset = load_data(config, data_dir)
     run_dir = create_run_dir(out, config.backend, spec.name, config.config_hash)
     info = _start_info(config, backend, device, spec, dataset, run_dir)
-    write_json(run_dir / "config.json", {"config": config.to_dict(), "config_hash": config.config_hash})
-    write_json(run_dir / "run.json", info)
     try:
+        write_json(run_dir / "config.json", {"config": config.to_dict(), "config_hash": config.config_hash})
+        write_json(run_dir / "run.json", info)
         model = backend.build(spec, device)
         info["versions"].update(backend.versions())  # some settle at build: MindSpore's oneDNN ISA cap
         backend.set_weights(model, init_weights(spec, config.train.seed, config.model.init_ulps))
     except BaseException as error:
-        _mark_stopped(run_dir, info, error)
-        raise
+        replacement = _mark_stopped(run_dir, info, error)
+        if replacement is None:
+            raise
+        raise replacement from None
     return _train_and_write(config, run_dir, info, dataset, model, spec, quiet, checkpoint_every, None)
 
 
@@ -187,21 +212,35 @@ def resume(run_dir: Path, data_dir: Path | None = None, quiet: bool = False, che
         HarnessError: not a run folder, already completed, no or corrupt checkpoint, config changed.
     """
     run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir, backend_names())
     config = read_run_config(run_dir)
-    if info.get("status") == "completed":
+    if info["status"] == "completed":
         raise HarnessError(f"run {run_dir} is already completed; nothing to resume (start a new run instead)")
-    if config.config_hash != info.get("config_hash"):
+    if config.config_hash != info["config_hash"]:
         raise HarnessError(f"{run_dir}/config.json (hash {config.config_hash[:12]}) does not match run.json "
-                           f"({str(info.get('config_hash'))[:12]}): the folder was edited; start the run again")
+                           f"({info['config_hash'][:12]}): the folder was edited; start the run again")
+    if config.backend != info["backend"]:  # the hash leaves the backend out: an edit there would go unseen
+        raise HarnessError(f"{run_dir}/config.json says {config.backend} but run.json says {info['backend']}: the "
+                           "folder was edited; resume only with the backend that made it")
     backend = get_backend(config.backend)
     device = backend.resolve_device(config.device)
     spec, dataset = load_data(config, data_dir)
-    checkpoint = read_checkpoint(run_dir / CHECKPOINT_NAME, spec, config.config_hash)
-    info.update(status="running", device=device)
-    info.setdefault("resumed", []).append({"at_step": checkpoint.position.step,
-                                           "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    write_json(run_dir / "run.json", info)
+    path = run_dir / CHECKPOINT_NAME
+    checkpoint = read_checkpoint(path, spec, config.config_hash, config.train,
+                                 steps_per_epoch(len(dataset.train_x), config.train.batch_size))
+    # Built and its RNG state tried before run.json says `running`: a backend that cannot run or a state it
+    # refuses leaves the folder as it was (the loop restores the state again when it starts).
     model = backend.build(spec, device)
-    info["versions"].update(backend.versions())
+    try:
+        backend.set_rng_state(model, checkpoint.rng)
+    except HarnessError as error:
+        raise HarnessError(f"checkpoint {path}: {error}; start the run again with `harness run`") from None
+    info.update(status="running", device=device)
+    resumed = info.get("resumed")
+    info["resumed"] = [*(resumed if isinstance(resumed, list) else []),
+                       {"at_step": checkpoint.position.step, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
+    write_json(run_dir / "run.json", info)  # a read-only disk stops here with one WriteFailed line, run.json as it was
+    remove_temporaries(run_dir)  # left by the process that was killed: nothing else writes this folder now
+    versions = info.get("versions")  # not one of run.json's checked fields: an edited one is replaced
+    info["versions"] = {**(versions if isinstance(versions, dict) else {}), **backend.versions()}
     return _train_and_write(config, run_dir, info, dataset, model, spec, quiet, checkpoint_every, checkpoint)

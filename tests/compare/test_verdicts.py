@@ -82,7 +82,8 @@ def test_probe_inputs_follow_the_test_sets_spread():
 def _run_folder(root: Path, name: str, backend: str, device: str = "cpu") -> Path:
     folder = root / name
     folder.mkdir()
-    (folder / "run.json").write_text(json.dumps({"backend": backend, "device": device, "status": "completed"}))
+    (folder / "run.json").write_text(json.dumps({"run_id": name, "backend": backend, "device": device,
+                                                 "config_hash": "0" * 16, "status": "completed"}))
     return folder
 
 
