@@ -40,7 +40,11 @@ def torch_layer(layer, x, p, training=False):
         pool = F.max_pool2d if layer.kind == "max" else F.avg_pool2d
         return pool(x, layer.kernel_size, layer.stride)
     if isinstance(layer, Activation):
-        return {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[layer.kind](x)
+        functions = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu6": F.relu6,
+                     "hardswish": F.hardswish, "identity": lambda t: t,
+                     "leaky_relu": lambda t: F.leaky_relu(t, layer.negative_slope),
+                     "gelu": lambda t: F.gelu(t, approximate=layer.approximate)}
+        return functions[layer.kind](x)
     if isinstance(layer, Dropout):
         return x  # eval mode; training tests use specs without dropout
     if isinstance(layer, BatchNorm2d):

@@ -17,7 +17,36 @@ from mindspore import nn, ops
 from harness.model.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
 from harness.model.weights import check_weights
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+class Hardswish(nn.Cell):
+    """torch's Hardswish, ``x * relu6(x + 3) / 6``, from ReLU6 and arithmetic.
+
+    nn.HSwish (2.10's name) computes the same function, but MindSpore 2.10's ONNX exporter has no HSwish
+    ("Can not find key HSwish in convert map"); these ops export. Both kernels are within 2 float32 steps
+    of float64 on [-8, 8] (docs/findings.md, 2026-12-05), neither correctly rounded.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relu6 = nn.ReLU6()
+
+    def construct(self, x):
+        return x * self.relu6(x + 3.0) / 6.0
+
+
+# Activation kind -> its cell; docs/findings.md (2026-12-05) has each CPU kernel measured against float64.
+_ACTIVATIONS: dict[str, Callable[[Activation], nn.Cell]] = {
+    "relu": lambda layer: nn.ReLU(),
+    "tanh": lambda layer: nn.Tanh(),
+    "sigmoid": lambda layer: nn.Sigmoid(),
+    "relu6": lambda layer: nn.ReLU6(),  # min(max(0, x), 6), as torch's; no parameters
+    "hardswish": lambda layer: Hardswish(),  # not nn.HSwish: its primitive has no ONNX export (class says more)
+    # MindSpore's alpha defaults to 0.2 (torch's negative_slope: 0.01): always pass the spec's slope.
+    "leaky_relu": lambda layer: nn.LeakyReLU(alpha=layer.negative_slope),
+    # MindSpore's default approximate=True is the tanh formula, torch's default "none" the exact erf: map the
+    # spec's string onto 2.10's bool explicitly (its CPU kernel does run the erf form, measured).
+    "gelu": lambda layer: nn.GELU(approximate=layer.approximate == "tanh"),
+    "identity": lambda layer: nn.Identity(),  # a Cell whose construct returns its input
+}
 # Canonical BatchNorm suffixes -> MindSpore's attribute names on nn.BatchNorm2d.
 _BN_NAMES = {"gamma": "gamma", "beta": "beta", "mean": "moving_mean", "var": "moving_variance"}
 
@@ -92,7 +121,7 @@ def _dense(layer: Linear, device: str) -> nn.Cell:
 BUILDERS: dict[type, Callable[[Any, str], nn.Cell]] = {
     Conv2d: lambda layer, device: _conv(layer),
     Pool: _pool,
-    Activation: lambda layer, device: _ACTIVATIONS[layer.kind](),
+    Activation: lambda layer, device: _ACTIVATIONS[layer.kind](layer),
     Dropout: _dropout,
     BatchNorm2d: lambda layer, device: _batchnorm(layer),
     Flatten: lambda layer, device: nn.Flatten(start_dim=1, end_dim=-1),  # C-order over (C, H, W), as torch

@@ -12,7 +12,17 @@ from torch import nn
 
 from harness.model.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+# Activation kind -> its module; the parameterised kinds take their field, the others nothing.
+_ACTIVATIONS: dict[str, Callable[[Activation], nn.Module]] = {
+    "relu": lambda layer: nn.ReLU(),
+    "tanh": lambda layer: nn.Tanh(),
+    "sigmoid": lambda layer: nn.Sigmoid(),
+    "relu6": lambda layer: nn.ReLU6(),
+    "hardswish": lambda layer: nn.Hardswish(),
+    "leaky_relu": lambda layer: nn.LeakyReLU(negative_slope=layer.negative_slope),
+    "gelu": lambda layer: nn.GELU(approximate=layer.approximate),
+    "identity": lambda layer: nn.Identity(),
+}
 # BatchNorm's canonical suffixes -> torch's state_dict names.
 _BN_NAMES = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "running_var"}
 
@@ -32,7 +42,7 @@ BUILDERS: dict[type, Callable[[Any], nn.Module]] = {
                                     stride=layer.stride, padding=layer.padding, bias=layer.bias),
     Pool: lambda layer: (nn.MaxPool2d if layer.kind == "max" else nn.AvgPool2d)(layer.kernel_size,
                                                                                stride=layer.stride),
-    Activation: lambda layer: _ACTIVATIONS[layer.kind](),
+    Activation: lambda layer: _ACTIVATIONS[layer.kind](layer),
     Dropout: lambda layer: nn.Dropout(layer.p),
     BatchNorm2d: lambda layer: nn.BatchNorm2d(layer.num_features, eps=layer.eps, momentum=layer.momentum),
     Flatten: lambda layer: nn.Flatten(),

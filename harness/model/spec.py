@@ -58,12 +58,34 @@ class Pool:
         return {}
 
 
+# The element-wise nonlinearities, as torch.nn names them: relu, tanh, sigmoid, relu6, hardswish,
+# leaky_relu (``negative_slope``), gelu (``approximate``) and identity.
+ACTIVATION_KINDS = ("relu", "tanh", "sigmoid", "relu6", "hardswish", "leaky_relu", "gelu", "identity")
+GELU_APPROXIMATIONS = ("none", "tanh")  # torch.nn.GELU's: the exact erf form, or the tanh formula
+
+
 @dataclass(frozen=True)
 class Activation:
-    """Element-wise nonlinearity: relu, tanh or sigmoid."""
+    """Element-wise nonlinearity, one of ``ACTIVATION_KINDS``.
+
+    Attributes:
+        name: the layer's name.
+        kind: the nonlinearity.
+        negative_slope: leaky_relu's slope below 0 (torch's default); ignored by the other kinds.
+        approximate: gelu's form, ``none`` (erf, torch's default) or ``tanh``; ignored by the other kinds.
+    """
 
     name: str
     kind: str
+    negative_slope: float = 0.01
+    approximate: str = "none"
+
+    def __post_init__(self) -> None:
+        # Refused here, not only by a table lookup: a spec that exists is one every backend can build.
+        if self.kind not in ACTIVATION_KINDS:
+            raise ValueError(f"{self.name}: unknown activation {self.kind!r}; expected one of {ACTIVATION_KINDS}")
+        if self.approximate not in GELU_APPROXIMATIONS:
+            raise ValueError(f"{self.name}: unknown GELU approximation {self.approximate!r}")
 
     def output_shape(self, shape: Shape) -> Shape:
         return shape

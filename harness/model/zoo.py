@@ -12,7 +12,7 @@ from typing import Callable
 from ..errors import HarnessError
 from .spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, ModelSpec, Pool
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "relu6", "hardswish", "leaky_relu", "gelu", "identity")
 POOLS = ("max", "avg")
 INITS = ("default", "normal0.02")
 VGG11_PLAN = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -163,7 +163,8 @@ def build_model(
         name: a key of ``MODELS``.
         channels: input channels (1 for MNIST, 3 for CIFAR-10).
         num_classes: size of the output layer.
-        activation: override the model's nonlinearity (relu, tanh, sigmoid).
+        activation: override the model's nonlinearity (one of ``ACTIVATIONS``; leaky_relu and gelu with torch's
+            default negative_slope 0.01 and approximate "none").
         pool: override the pooling kind (max, avg).
         init: ``default`` (PyTorch's default formulas) or ``normal0.02``.
 

@@ -4,7 +4,7 @@ Every function works in the dtype of its input (float64 for the reference, float
 for the harness's own float32 run) and never imports a framework. Train-mode
 forward functions return the output and what the backward needs; backward
 functions return the gradient of the input, the parameter gradients by suffix, and
-how many decisions (ReLU gates, max-pool choices) within ``width`` of their
+how many decisions (activation kinks such as ReLU gates, max-pool choices) within ``width`` of their
 threshold they took the other way (see ``harness.reference.grad``).
 
 A kind is added by one entry in ``RULES``; ``tests/reference`` fails when a kind of
@@ -13,6 +13,7 @@ A kind is added by one entry in ``RULES``; ``tests/reference`` fails when a kind
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -149,17 +150,92 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
 
-_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "relu": lambda x: np.maximum(x, 0.0),
-    "tanh": np.tanh,
-    "sigmoid": _sigmoid,
+_ERF = np.frompyfunc(math.erf, 1, 1)  # numpy has no erf; math.erf is correctly rounded enough for float64
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_KAPPA = 0.044715  # the tanh formula's cubic coefficient, as torch's
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    return _ERF(x).astype(x.dtype)  # keeps the input's dtype: the float32 run rounds each value once
+
+
+def _gelu(layer: Activation, x: np.ndarray) -> np.ndarray:
+    """torch.nn.GELU: x * Phi(x) with the erf, or its tanh formula when ``approximate == "tanh"``."""
+    if layer.approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_KAPPA * x * x * x)))
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+# Python scalars keep a float32 input float32 (NEP 50), so the harness's float32 run stays in float32.
+_ACTIVATIONS: dict[str, Callable[[Activation, np.ndarray], np.ndarray]] = {
+    "relu": lambda layer, x: np.maximum(x, 0.0),
+    "tanh": lambda layer, x: np.tanh(x),
+    "sigmoid": lambda layer, x: _sigmoid(x),
+    "relu6": lambda layer, x: np.clip(x, 0.0, 6.0),
+    "hardswish": lambda layer, x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "leaky_relu": lambda layer, x: np.where(x > 0, x, x * layer.negative_slope),
+    "gelu": _gelu,
+    "identity": lambda layer, x: x,
 }
 
 
 def _activation(layer: Activation) -> Callable[[np.ndarray], np.ndarray]:
     if layer.kind not in _ACTIVATIONS:
         raise ValueError(f"{layer.name}: unknown activation {layer.kind!r}")
-    return _ACTIVATIONS[layer.kind]
+    return lambda x: _ACTIVATIONS[layer.kind](layer, x)
+
+
+# Where each piecewise-linear part's slope jumps, and the side torch's backward takes at the threshold itself
+# (True: the side above it): relu and leaky_relu give the lower slope at 0 (``x > 0``), relu6 the outer
+# slope 0 at 0 and 6 (hardtanh_backward's ``min < x < max``), hardswish the outer slopes, 0 at -3 and 1 at 3
+# (only ``-3 < x < 3`` takes x/3 + 1/2; measured against torch in tests/reference/test_new_kinds.py).
+# GELU, tanh, sigmoid and identity are smooth: no kink, no decision.
+_KINKS: dict[str, tuple[tuple[float, bool], ...]] = {
+    "relu": ((0.0, False),),
+    "leaky_relu": ((0.0, False),),
+    "relu6": ((0.0, False), (6.0, True)),
+    "hardswish": ((-3.0, False), (3.0, True)),
+}
+
+
+def _sides(kind: str, z: np.ndarray, width: float) -> tuple[list[np.ndarray], int]:
+    """Per kink of ``kind``, whether ``z`` is taken above it; within ``width`` of it, the other way.
+
+    Returns:
+        One boolean array per kink, and how many decisions were taken the other way.
+    """
+    sides, flipped = [], 0
+    for threshold, tie_above in _KINKS[kind]:
+        above = (z > threshold) | ((z == threshold) & tie_above)
+        if width > 0:
+            undecided = np.abs(z - threshold) <= width
+            above ^= undecided
+            flipped += int(undecided.sum())
+        sides.append(above)
+    return sides, flipped
+
+
+def _piecewise_backward(layer: Activation, x: np.ndarray, sides: list[np.ndarray], grad: np.ndarray) -> np.ndarray:
+    """The input's gradient of a piecewise-linear kind at ``x`` on the chosen sides of its kinks."""
+    kind = layer.kind
+    if kind == "relu":
+        return np.where(sides[0], grad, 0)  # a gate, not a product: a closed gate gives +0, as torch's
+    if kind == "relu6":
+        return np.where(sides[0] & ~sides[1], grad, 0)
+    if kind == "leaky_relu":
+        return np.where(sides[0], grad, grad * layer.negative_slope)
+    # hardswish: 0 below -3, x/3 + 1/2 between (at x itself: a flip lands on the other side's limit), 1 above 3.
+    return np.where(~sides[0], 0, np.where(sides[1], grad, grad * (x / 3.0 + 0.5)))
+
+
+def _gelu_slope(layer: Activation, x: np.ndarray) -> np.ndarray:
+    """d/dx GELU: Phi(x) + x * phi(x), or the tanh formula's derivative as torch's GeluBackward computes it."""
+    if layer.approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (x + _GELU_KAPPA * x * x * x)
+        t = np.tanh(inner)
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_KAPPA * x * x)
+    cdf = 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
+    return cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
 
 def _check_pool(layer: Pool) -> Pool:
@@ -168,15 +244,20 @@ def _check_pool(layer: Pool) -> Pool:
     return layer
 
 
-def _activation_backward(kind: str, cache, grad: np.ndarray, width: float, decide) -> tuple[np.ndarray, int]:
+def _activation_backward(layer: Activation, cache, grad: np.ndarray, width: float,
+                         decide) -> tuple[np.ndarray, int]:
     x, out = cache
-    if kind == "relu":
-        # torch's slope at exactly 0 is 0; within ``width`` of 0 the gate is taken the other way.
-        z = x if decide is None else decide
-        undecided = np.abs(z) <= width if width > 0 else np.zeros(z.shape, dtype=bool)
-        return np.where((z > 0) ^ undecided, grad, 0), int(undecided.sum())
+    if layer.kind in _KINKS:
+        # Each kink's side is decided on ``decide`` (another pass's input) when given; within ``width`` of a
+        # kink the other side is taken. The slope between kinks is this pass's own (hardswish's x/3 + 1/2).
+        sides, flipped = _sides(layer.kind, x if decide is None else decide, width)
+        return _piecewise_backward(layer, x, sides, grad), flipped
+    if layer.kind == "gelu":
+        return grad * _gelu_slope(layer, x), 0
+    if layer.kind == "identity":
+        return grad, 0
     # In terms of the output, as the frameworks do.
-    if kind == "tanh":
+    if layer.kind == "tanh":
         return grad * (1 - out * out), 0
     return grad * out * (1 - out), 0
 
@@ -245,7 +326,7 @@ class LayerRule:
         forward: eval mode ``(layer, weights, x) -> y``: dropout the identity, BatchNorm on running statistics.
         train_forward: train mode ``(layer, weights, x) -> (y, cache)``: BatchNorm on batch statistics.
         backward: ``(layer, cache, grad, need_input, width, decide) -> (dx or None, grads by suffix, flipped)``.
-        decides: whether the layer's backward branches on its input (ReLU gates, max-pool choices): where
+        decides: whether the layer's backward branches on its input (activation kinks, max-pool choices): where
             float32 may decide either way (see ``harness.reference.grad``).
     """
 
@@ -285,9 +366,8 @@ RULES: dict[type, LayerRule] = {
     Activation: LayerRule(
         forward=lambda layer, weights, x: _activation(layer)(x),
         train_forward=_with_cache(lambda layer, weights, x: _activation(layer)(x)),  # keeps the input's dtype
-        backward=_no_parameters(lambda layer, cache, grad, width, decide:
-                                _activation_backward(layer.kind, cache, grad, width, decide)),
-        decides=lambda layer: layer.kind == "relu"),
+        backward=_no_parameters(_activation_backward),
+        decides=lambda layer: layer.kind in _KINKS),
     Dropout: LayerRule(
         forward=lambda layer, weights, x: x,  # eval mode: identity, no rescaling (frameworks scale at train time)
         train_forward=_dropout_train,
@@ -346,7 +426,7 @@ def layer_backward(layer: Layer, cache, grad: np.ndarray, need_input: bool = Tru
         cache: ``layer_forward``'s second result.
         grad: the gradient of the loss with respect to the layer's output.
         need_input: compute the input's gradient (not needed below the first layer).
-        width: ReLU gates and max-pool choices closer than this to their threshold are taken the other way.
+        width: activation kinks (ReLU gates) and max-pool choices closer than this are taken the other way.
         decide: the layer's input from another pass (float64) to take ReLU and max-pool decisions by,
             instead of this pass's own input.
 

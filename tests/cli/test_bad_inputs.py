@@ -103,7 +103,7 @@ CASES: dict[str, Callable[[Path, Path], list[str]]] = {
     "flag-backend": _run("--backend", "jax"),
     "flag-optimizer": _run("--optimizer", "rmsprop"),
     "flag-schedule": _run("--schedule", "linear"),
-    "flag-activation": _run("--activation", "gelu"),
+    "flag-activation": _run("--activation", "swish"),
     "flag-batch-size": _run("--batch-size", "0"),
     "flag-epochs": _run("--epochs", "0"),
     "flag-init-ulps": _run("--init-ulps", "101"),

@@ -120,7 +120,8 @@ def test_activation_and_pool_options_change_the_layers():
 @pytest.mark.parametrize(("kwargs", "listing"), [
     ({"name": "resnet"}, "expected one of: lenet5, lenet5-lecun, lenet-sigmoid, lenet-tiny, mlp, simple-cnn, "
                          "vgg11, vgg11-bn"),
-    ({"name": "lenet5", "activation": "gelu"}, "unknown activation 'gelu'; expected one of: relu, tanh, sigmoid"),
+    ({"name": "lenet5", "activation": "swish"},
+     "unknown activation 'swish'; expected one of: relu, tanh, sigmoid, relu6, hardswish, leaky_relu, gelu, identity"),
     ({"name": "lenet5", "pool": "min"}, "unknown pool 'min'; expected one of: max, avg"),
     ({"name": "lenet5", "init": "xavier"}, "unknown init 'xavier'; expected one of: default, normal0.02"),
 ])

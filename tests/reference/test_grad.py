@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -78,10 +79,32 @@ def test_unusual_layers_match_torch_autograd():
     _assert_matches_torch(spec, randomise_batch_norm(spec, init_weights(spec, seed=5)), *_batch(spec, 5))
 
 
-def _gate_net(z: float) -> tuple[ModelSpec, dict, np.ndarray, np.ndarray]:
-    """A net whose first ReLU input (image 0, unit 0) is exactly ``z``."""
-    spec = ModelSpec("gate", (1, 2, 2), 3, (Flatten("flat"), Linear("fc1", 4, 5), Activation("act", "relu"),
-                                            Linear("fc2", 5, 3)))
+# Every new activation, and the parameterised ones off their defaults.
+NEW_ACTIVATIONS = {"relu6": Activation("act", "relu6"), "hardswish": Activation("act", "hardswish"),
+                   "leaky_relu": Activation("act", "leaky_relu"),
+                   "leaky_relu-0.3": Activation("act", "leaky_relu", negative_slope=0.3),
+                   "gelu": Activation("act", "gelu"), "gelu-tanh": Activation("act", "gelu", approximate="tanh"),
+                   "identity": Activation("act", "identity")}
+
+
+@pytest.mark.parametrize("case", list(NEW_ACTIVATIONS))
+def test_new_activations_match_torch_autograd(case):
+    # Inputs scaled so the pre-activations spread over about [-8, 8]: every kink (0, 6, -3, 3) is crossed.
+    act = NEW_ACTIVATIONS[case]
+    layers = (Conv2d("conv1", 2, 4, 3, padding=1), replace(act, name="act1"), Pool("pool1", "max", 2, 2),
+              Flatten("flatten"), Linear("fc1", 36, 8), replace(act, name="act2"), Linear("fc2", 8, 3))
+    spec = ModelSpec("acts", (2, 6, 6), 3, layers)
+    x, y = _batch(spec, 6)
+    tape = train_forward(spec, init_weights(spec, seed=4), 8 * x)
+    first = tape.caches[1][0]  # act1's input
+    assert first.min() < -3 and first.max() > 6, "the inputs must cross every kink"
+    _assert_matches_torch(spec, init_weights(spec, seed=4), 8 * x, y)
+
+
+def _gate_net(z: float, act: Activation | None = None) -> tuple[ModelSpec, dict, np.ndarray, np.ndarray]:
+    """A net whose first activation input (image 0, unit 0) is exactly ``z``; ReLU unless ``act`` is given."""
+    act = act or Activation("act", "relu")
+    spec = ModelSpec("gate", (1, 2, 2), 3, (Flatten("flat"), Linear("fc1", 4, 5), act, Linear("fc2", 5, 3)))
     weights = init_weights(spec, seed=1)
     x, y = _batch(spec, 4)
     first = float(x[0].reshape(-1).astype(np.float64) @ weights["fc1.weight"][0].astype(np.float64))
@@ -101,6 +124,31 @@ def test_flipping_a_gate_gives_the_gradient_of_the_other_side():
         np.testing.assert_array_equal(untouched.grads[name], plain.grads[name])
         np.testing.assert_allclose(flipped.grads[name], other_side[name], rtol=0, atol=1e-9)
     assert np.abs(flipped.grads["fc1.weight"] - plain.grads["fc1.weight"]).max() > 1e-3
+
+
+# Every kink of every piecewise activation: (layer, threshold).
+KINKS = {"relu6@0": (Activation("act", "relu6"), 0.0), "relu6@6": (Activation("act", "relu6"), 6.0),
+         "hardswish@-3": (Activation("act", "hardswish"), -3.0), "hardswish@3": (Activation("act", "hardswish"), 3.0),
+         "leaky_relu@0": (Activation("act", "leaky_relu", negative_slope=0.2), 0.0)}
+
+
+@pytest.mark.parametrize("case", list(KINKS))
+@pytest.mark.parametrize("offset", [1e-12, -1e-12])
+def test_flipping_at_every_kink_gives_the_gradient_of_the_other_side(case, offset):
+    act, threshold = KINKS[case]
+    spec, weights, x, y = _gate_net(threshold + offset, act)
+    tape = train_forward(spec, weights, x)
+    plain, flipped = backward(tape, y), backward(tape, y, {"act": 1e-9})
+    assert (plain.flipped, flipped.flipped) == (0, 1)
+    _, same_side, _ = _torch_pass(spec, weights, x, y)
+    _, other_side, _ = _torch_pass(spec, _gate_net(threshold - offset, act)[1], x, y)
+    for name in spec.trainable_names():
+        np.testing.assert_allclose(plain.grads[name], same_side[name], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(flipped.grads[name], other_side[name], rtol=0, atol=1e-9)
+    assert np.abs(flipped.grads["fc1.weight"] - plain.grads["fc1.weight"]).max() > 1e-4
+    # Decided by another pass's input: the same flip, from the float64 values given as ``decide``.
+    by_other = backward(tape, y, {"act": 1e-9}, decide=tape.decision_inputs())
+    assert by_other.flipped == 1
 
 
 def _pool_net(second: tuple[float, float]) -> tuple[ModelSpec, dict, np.ndarray, np.ndarray]:
