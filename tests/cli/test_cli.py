@@ -12,6 +12,7 @@ import pytest
 
 from harness.cli.main import main
 from harness.config import TrainConfig
+from harness.model.zoo import ACTIVATIONS
 from tests.support import REPO_ROOT
 
 TINY = ["--dataset", "synthetic", "--limit-train", "96", "--limit-test", "32", "--epochs", "2",
@@ -65,7 +66,7 @@ def test_run_help_names_each_default_and_the_choices():
     assert f"--batch-size BATCH_SIZE default: {train.batch_size} " in text
     assert f"--learning-rate LEARNING_RATE, --lr LEARNING_RATE default: {train.learning_rate} " in text
     assert f"--schedule SCHEDULE default: {train.schedule}; one of constant, step, cosine, onecycle " in text
-    assert "--activation ACTIVATION default: the model's own; one of relu, tanh, sigmoid " in text
+    assert f"--activation ACTIVATION default: the model's own; one of {', '.join(ACTIVATIONS)} " in text
     assert "--limit-train LIMIT_TRAIN default: all samples " in text
     assert "--backend BACKEND default: pytorch; one of pytorch, mindspore " in text
 
