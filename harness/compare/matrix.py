@@ -298,6 +298,11 @@ def cross_check(spec: ModelSpec, dataset: Dataset, runs: dict[str, LoadedRun | s
         m.add_pairs(same_weights_pairs(spec, dataset, name, run, others), run.weights)
         m.add_classes(name, f"{name}:native", run.predictions["logits_native"])
     trained_rows(m, ok, controls or {})
+    if len(ok) == 1 and len(runs) == 1:  # nothing to compare across frameworks: the port is not judged
+        name = next(iter(ok))
+        m.rows.append({"kind": "run", "evaluator_a": f"{name}:native", "status": "inconclusive", "passed": None,
+                       "reason": f"only {name} ran: its export and float64 checks say nothing about a port; compare "
+                                 "two backends (--backends pytorch,mindspore)"})
     for name, run in runs.items():
         if isinstance(run, str):
             m.rows.append({"kind": "run", "evaluator_a": f"{name}:native", "status": "error", "error": run,

@@ -121,3 +121,12 @@ def test_untrained_models_make_compare_inconclusive_end_to_end(both_backends, tm
     probes = agreement[agreement.inputs == "probe"]
     assert len(probes) == len(agreement[(agreement.inputs == "test") & (agreement.kind == "same-weights")]) == 10
     assert probes.passed.all() and (probes.n == 64).all()
+
+
+def test_one_backend_alone_is_inconclusive(tmp_path, capsys):
+    """Its export and float64 checks pass, but nothing compared two frameworks: not a PASS."""
+    code = main(["compare", "--backends", "pytorch", "--model", "lenet5", "--dataset", "synthetic", "--epochs", "1",
+                 "--limit-train", "64", "--limit-test", "32", "--quiet", "--out", str(tmp_path / "runs"),
+                 "--reports", str(tmp_path / "rep")])
+    out = capsys.readouterr().out
+    assert code == 3 and "verdict: INCONCLUSIVE" in out and "only pytorch ran" in out

@@ -54,7 +54,8 @@ def test_two_runs_started_at_once_with_one_out_get_their_own_complete_folders(tm
 def test_reports_written_at_once_into_one_folder_stay_whole(tmp_path):
     assert main(["run", *TINY, "--out", str(tmp_path / "runs")]) == 0
     reports = tmp_path / "reports"
-    assert main(["report", "--runs", str(tmp_path / "runs"), "--reports", str(reports)]) == 0
+    # One backend's run alone is INCONCLUSIVE (exit 3): what matters here is that every report stays whole.
+    assert main(["report", "--runs", str(tmp_path / "runs"), "--reports", str(reports)]) == 3
     expected = {path.name: len(pd.read_csv(path)) for path in reports.glob("*.csv")}
     seen_partial: list[str] = []
     stop = threading.Event()
@@ -71,6 +72,6 @@ def test_reports_written_at_once_into_one_folder_stay_whole(tmp_path):
     codes = _in_threads(argv, argv, argv)
     stop.set()
     reader.join()
-    assert codes == [0, 0, 0] and not seen_partial
+    assert codes == [3, 3, 3] and not seen_partial
     assert {path.name: len(pd.read_csv(path)) for path in reports.glob("*.csv")} == expected
     assert not list(reports.glob(".*.tmp*"))
