@@ -288,7 +288,12 @@ class _CifarUnpickler(pickle.Unpickler):
             return self._reconstruct
         if name == "ndarray":
             return self._ndarray
-        return np.dtype
+        return self._dtype
+
+    @staticmethod
+    def _dtype(name, align=False, copy=False) -> np.dtype:
+        # Python 2 numpy pickled dtype(b'u1', 0, 1): ints where numpy 2.4 wants booleans (it warns otherwise).
+        return np.dtype(name, align=bool(align), copy=bool(copy))
 
     def _ndarray(self, *args, **kwargs):
         """numpy.ndarray in the pickle: passed to ``_reconstruct`` by real batches, never called by them."""
