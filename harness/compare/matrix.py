@@ -93,8 +93,7 @@ def load_run(run_dir: Path, spec: ModelSpec, dataset: Dataset | None = None) -> 
             "labels": ((None,), None), **{key: ((None, spec.num_classes), None) for key in PREDICTION_KEYS[1:]}})
     except READ_ERRORS as error:
         raise HarnessError(f"{run_dir}/predictions.npz is unreadable ({error}); re-run with --fresh") from None
-    # np.load hands a zip member that is not a .npy (e.g. a torch.save'd data.pkl) back as raw bytes.
-    missing = [key for key in PREDICTION_KEYS if not isinstance(predictions.get(key), np.ndarray)]
+    missing = [key for key in PREDICTION_KEYS if key not in predictions]  # read_arrays gives arrays or refuses
     if missing:
         raise HarnessError(f"{run_dir}/predictions.npz lacks the array(s) {', '.join(missing)}; "
                            "re-run with --fresh")
