@@ -14,8 +14,10 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from harness.model.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
+from harness.model.spec import (Activation, Add, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear,
+                                ModelSpec, Pool)
 from harness.model.weights import check_weights
+
 
 class Hardswish(nn.Cell):
     """torch's Hardswish, ``x * relu6(x + 3) / 6``, from ReLU6 and arithmetic.
@@ -51,12 +53,65 @@ _ACTIVATIONS: dict[str, Callable[[Activation], nn.Cell]] = {
 _BN_NAMES = {"gamma": "gamma", "beta": "beta", "mean": "moving_mean", "var": "moving_variance"}
 
 
+class Sum(nn.Cell):
+    """An ``Add`` layer: the element-wise sum of its inputs, as a residual block's ``out + identity``."""
+
+    def construct(self, *inputs):
+        out = inputs[0] + inputs[1]
+        for value in inputs[2:]:
+            out = out + value
+        return out
+
+
+class GlobalAvgPool2d(nn.Cell):
+    """torch's AdaptiveAvgPool2d(1): the mean over H and W, kept as (N, C, 1, 1).
+
+    ``ops.ReduceMean(keep_dims=True)`` over axes (2, 3) is what nn.AdaptiveAvgPool2d(1) computes, without
+    its output-size bookkeeping; MindSpore 2.10's ONNX exporter maps ReduceMean, not AdaptiveAvgPool2D.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean = ops.ReduceMean(keep_dims=True)
+
+    def construct(self, x):
+        return self.mean(x, (2, 3))
+
+
+class GraphCell(nn.SequentialCell):
+    """The spec's layers as child cells named by layer name (so parameter names are canonical),
+    run along the spec's wiring; unrolled when the graph compiles."""
+
+    def __init__(self, cells: OrderedDict, wiring: tuple[tuple[int, ...], ...]) -> None:
+        super().__init__(cells)
+        self.wiring = wiring
+
+    def construct(self, x):
+        return self.outputs(x)[-1]
+
+    def outputs(self, x, masks=None):
+        """``(x, each layer's output...)``; with ``masks`` (one per Dropout, in order) each Dropout
+        multiplies by its mask instead of drawing one (trainer.py says why)."""
+        values = (x,)
+        k = 0
+        for cell, sources in zip(self.cell_list, self.wiring):
+            args = ()
+            for source in sources:
+                args = args + (values[source],)
+            if masks is not None and isinstance(cell, nn.Dropout):
+                values = values + (args[0] * masks[k],)
+                k = k + 1
+            else:
+                values = values + (cell(*args),)
+        return values
+
+
 @dataclass
 class MsModel:
     """The opaque model handle: the cell, its spec, its device and cached compiled helpers."""
 
     spec: ModelSpec
-    net: nn.SequentialCell
+    net: GraphCell
     device: str
     params: dict[str, ms.Parameter]  # canonical name -> the Parameter object inside ``net``
     cache: dict[str, Any] = field(default_factory=dict)  # eval cells compiled once per model
@@ -66,8 +121,9 @@ class MsModel:
 def _conv(layer: Conv2d) -> nn.Cell:
     # MindSpore defaults to pad_mode='same' and has_bias=False; torch pads explicitly and has a bias.
     pad_mode = "pad" if layer.padding else "valid"  # 'valid' = no padding; 'pad' is needed for padding > 0
+    # `group` is torch's `groups` (weight (out, in / group, k, k) in both); group == in_channels is depthwise.
     return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                     pad_mode=pad_mode, padding=layer.padding, dilation=1, group=1,
+                     pad_mode=pad_mode, padding=layer.padding, dilation=1, group=layer.groups,
                      has_bias=layer.bias, weight_init="zeros", bias_init="zeros")  # harness loads the weights
 
 
@@ -126,6 +182,8 @@ BUILDERS: dict[type, Callable[[Any, str], nn.Cell]] = {
     BatchNorm2d: lambda layer, device: _batchnorm(layer),
     Flatten: lambda layer, device: nn.Flatten(start_dim=1, end_dim=-1),  # C-order over (C, H, W), as torch
     Linear: _dense,
+    GlobalAvgPool: lambda layer, device: GlobalAvgPool2d(),
+    Add: lambda layer, device: Sum(),
 }
 
 
@@ -143,8 +201,8 @@ def ms_name(canonical: str) -> str:
 
 
 def build(spec: ModelSpec, device: str) -> MsModel:
-    """A SequentialCell whose child names (and so parameter prefixes) are the spec's layer names."""
-    net = nn.SequentialCell(OrderedDict((layer.name, build_layer(layer, device)) for layer in spec.layers))
+    """A GraphCell whose child names (and so parameter prefixes) are the spec's layer names."""
+    net = GraphCell(OrderedDict((layer.name, build_layer(layer, device)) for layer in spec.layers), spec.wiring)
     net.set_train(False)  # a new Cell starts in eval mode already; said here so no reader has to know
     by_attr = {}
     for layer in spec.layers:

@@ -6,22 +6,18 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from .build import MsModel, get_weights, set_weights
+from .build import GraphCell, MsModel, get_weights, set_weights
 
 
 class _AllOutputs(nn.Cell):
-    """Runs the net's layers in order and returns each one's output (one compiled graph)."""
+    """Runs the net's layers and returns each one's output (one compiled graph)."""
 
-    def __init__(self, net: nn.SequentialCell) -> None:
+    def __init__(self, net: GraphCell) -> None:
         super().__init__(auto_prefix=False)  # the wrapped net keeps its parameter names
         self.net = net
 
     def construct(self, x):
-        outputs = ()
-        for cell in self.net.cell_list:  # unrolled at compile time, as SequentialCell.construct
-            x = cell(x)
-            outputs = outputs + (x,)
-        return outputs
+        return self.net.outputs(x)[1:]
 
 
 def _tensor(x: np.ndarray) -> ms.Tensor:

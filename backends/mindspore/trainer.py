@@ -15,30 +15,23 @@ from mindspore import nn, ops
 from harness.config import TrainConfig
 from harness.model.spec import Dropout, ModelSpec
 
-from .build import MsModel
+from .build import GraphCell, MsModel
 from .optim import hyper_values, make_optimizer, slot_names, slot_parameters
 
 
 class _WithLoss(nn.Cell):
     """The net's layers with the step's Dropout masks, then mean cross-entropy as torch's cross_entropy."""
 
-    def __init__(self, net: nn.SequentialCell) -> None:
+    def __init__(self, net: GraphCell) -> None:
         super().__init__(auto_prefix=False)  # keep the parameter names of ``net`` unchanged
         self.net = net
         # Explicit: mean over the batch, no class weights, no smoothing; labels int32 (MindSpore's CPU kernel).
         self.loss = nn.CrossEntropyLoss(weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0)
 
     def construct(self, x, y, masks):
-        k = 0
-        for cell in self.net.cell_list:  # unrolled at compile time, as SequentialCell.construct
-            if isinstance(cell, nn.Dropout):
-                # MindSpore 2.10's CPU Dropout kernel draws from one std::mt19937 in parallel tasks: its masks
-                # are not repeatable with any seed (simple-cnn: 1 run in 4 differed by step 30). Drawn on the host.
-                x = x * masks[k]
-                k = k + 1
-            else:
-                x = cell(x)
-        return self.loss(x, y)
+        # MindSpore 2.10's CPU Dropout kernel draws from one std::mt19937 in parallel tasks: its masks
+        # are not repeatable with any seed (simple-cnn: 1 run in 4 differed by step 30). Drawn on the host.
+        return self.loss(self.net.outputs(x, masks)[-1], y)
 
 
 class _TrainStep(nn.Cell):

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.model.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ModelSpec, Pool
+from harness.model.spec import (Activation, Add, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear,
+                                ModelSpec, Pool)
 
 # Activation kind -> its module; the parameterised kinds take their field, the others nothing.
 _ACTIVATIONS: dict[str, Callable[[Activation], nn.Module]] = {
@@ -27,19 +28,56 @@ _ACTIVATIONS: dict[str, Callable[[Activation], nn.Module]] = {
 _BN_NAMES = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "running_var"}
 
 
+class Sum(nn.Module):
+    """An ``Add`` layer: the element-wise sum of its inputs, as a residual block's ``out + identity``."""
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out = inputs[0] + inputs[1]
+        for value in inputs[2:]:
+            out = out + value
+        return out
+
+
+class GraphNet(nn.Sequential):
+    """The spec's layers as children named by layer name (so state_dict keys are canonical), run along
+    the spec's wiring; a chain runs as nn.Sequential does."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(OrderedDict((layer.name, build_layer(layer)) for layer in spec.layers))
+        self.wiring = spec.wiring
+        self.chain = spec.is_chain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.chain:
+            return super().forward(x)
+        return self.outputs(x)[-1]
+
+    def outputs(self, x: torch.Tensor, keep: bool = False) -> list:
+        """``[x, each layer's output...]``; without ``keep`` each value is dropped after its last reader."""
+        last_read = {source: index for index, sources in enumerate(self.wiring) for source in sources}
+        values = [x]
+        for index, (module, sources) in enumerate(zip(self.children(), self.wiring)):
+            values.append(module(*[values[source] for source in sources]))
+            for source in sources if not keep else ():
+                if last_read[source] == index:
+                    values[source] = None
+        return values
+
+
 @dataclass
 class TorchModel:
     """The opaque model handle: the module, its spec and its device."""
 
     spec: ModelSpec
-    module: nn.Sequential
+    module: GraphNet
     device: torch.device
 
 
 # One entry per layer kind of the spec (harness.model.spec.LAYER_KINDS): the torch module that realises it.
 BUILDERS: dict[type, Callable[[Any], nn.Module]] = {
     Conv2d: lambda layer: nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                                    stride=layer.stride, padding=layer.padding, bias=layer.bias),
+                                    stride=layer.stride, padding=layer.padding, bias=layer.bias,
+                                    groups=layer.groups),
     Pool: lambda layer: (nn.MaxPool2d if layer.kind == "max" else nn.AvgPool2d)(layer.kernel_size,
                                                                                stride=layer.stride),
     Activation: lambda layer: _ACTIVATIONS[layer.kind](layer),
@@ -47,6 +85,8 @@ BUILDERS: dict[type, Callable[[Any], nn.Module]] = {
     BatchNorm2d: lambda layer: nn.BatchNorm2d(layer.num_features, eps=layer.eps, momentum=layer.momentum),
     Flatten: lambda layer: nn.Flatten(),
     Linear: lambda layer: nn.Linear(layer.in_features, layer.out_features, bias=layer.bias),
+    GlobalAvgPool: lambda layer: nn.AdaptiveAvgPool2d(1),
+    Add: lambda layer: Sum(),
 }
 
 
@@ -58,9 +98,8 @@ def build_layer(layer) -> nn.Module:
 
 
 def build(spec: ModelSpec, device: torch.device) -> TorchModel:
-    """An nn.Sequential whose child names are the spec's layer names."""
-    module = nn.Sequential(OrderedDict((layer.name, build_layer(layer)) for layer in spec.layers))
-    return TorchModel(spec, module.to(device), device)
+    """A GraphNet whose child names are the spec's layer names."""
+    return TorchModel(spec, GraphNet(spec).to(device), device)
 
 
 def torch_name(canonical: str) -> str:

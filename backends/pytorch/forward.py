@@ -24,10 +24,8 @@ def activations(model: TorchModel, x: np.ndarray, train: bool = False) -> dict[s
     # A train-mode pass moves BatchNorm's running statistics: keep them to put back.
     kept = {k: v.clone() for k, v in model.module.named_buffers()} if train else {}
     model.module.train(train)
-    value, out = torch.from_numpy(x).to(model.device), {}
-    for name, layer in model.module.named_children():
-        value = layer(value)
-        out[name] = value.cpu().numpy().copy()
+    values = model.module.outputs(torch.from_numpy(x).to(model.device), keep=True)
+    out = {layer.name: value.cpu().numpy().copy() for layer, value in zip(model.spec.layers, values[1:])}
     for key, buffer in model.module.named_buffers():
         if key in kept:
             buffer.copy_(kept[key])

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import HarnessError
 from ..runs.arrays import READ_ERRORS, ArrayMismatch, read_arrays
-from .spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, ModelSpec, Pool
+from .spec import Activation, Add, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool, Layer, Linear, ModelSpec, Pool
 
 Weights = dict[str, np.ndarray]
 
@@ -66,6 +66,7 @@ def _no_parameters(layer: Layer, seed: int, init: str) -> Weights:
 INITIALISERS: dict[type, Callable[[Layer, int, str], Weights]] = {
     Conv2d: _fan_in, Linear: _linear, BatchNorm2d: _batch_norm,
     Pool: _no_parameters, Activation: _no_parameters, Dropout: _no_parameters, Flatten: _no_parameters,
+    GlobalAvgPool: _no_parameters, Add: _no_parameters,
 }
 
 

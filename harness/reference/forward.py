@@ -46,13 +46,35 @@ def forward(
     """
     x = np.asarray(x)
     check_input(spec, weights, x)
-    out = x.astype(np.float64)
-    outputs: dict[str, np.ndarray] = {}
-    for layer in spec.layers:
-        out = apply_layer(layer, weights, out)
-        if collect:
-            outputs[layer.name] = out
-    return (out, outputs) if collect else out
+    values = run_graph(spec, x.astype(np.float64), lambda layer, inputs: apply_layer(layer, weights, *inputs),
+                       keep=collect)
+    out = values[-1]
+    if not collect:
+        return out
+    return out, {layer.name: value for layer, value in zip(spec.layers, values[1:])}
+
+
+def run_graph(spec: ModelSpec, x: np.ndarray, apply, keep: bool = False) -> list:
+    """Run ``apply(layer, inputs)`` over the spec's layers in order, each on the values its wiring names.
+
+    Args:
+        spec: the model.
+        x: the model's input.
+        apply: computes one layer's value from the list of its input values.
+        keep: keep every value; otherwise each is dropped after its last reader, to bound memory.
+
+    Returns:
+        ``[x, value of layer 0, layer 1, ...]``; dropped values are None.
+    """
+    last_read = {source: index for index, sources in enumerate(spec.wiring) for source in sources}
+    values = [x]
+    for index, (layer, sources) in enumerate(zip(spec.layers, spec.wiring)):
+        values.append(apply(layer, [values[source] for source in sources]))
+        if not keep:
+            for source in sources:
+                if last_read[source] == index:
+                    values[source] = None
+    return values
 
 
 def predict(spec: ModelSpec, weights: Weights, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -99,10 +121,11 @@ def own_errors(spec: ModelSpec, weights: Weights, x: np.ndarray, outputs: dict[s
         ``{"layer", "max_abs", "ratio"}`` per layer in execution order, ``ratio`` = max of
         ``|own error| / (atol + rtol |float64|)``; stops after a layer whose shape is wrong (ratio inf).
     """
-    rows, inputs = [], np.asarray(x, np.float64)
-    for layer in spec.layers:
-        out = np.asarray(outputs[layer.name], np.float64)
-        exact = apply_layer(layer, weights, inputs)
+    rows = []
+    values = [np.asarray(x, np.float64)] + [np.asarray(outputs[layer.name], np.float64) for layer in spec.layers]
+    for index, layer in enumerate(spec.layers):
+        out = values[index + 1]
+        exact = apply_layer(layer, weights, *(values[source] for source in spec.wiring[index]))
         if exact.shape != out.shape:
             rows.append({"layer": layer.name, "max_abs": float("inf"), "ratio": float("inf")})
             break
@@ -111,5 +134,4 @@ def own_errors(spec: ModelSpec, weights: Weights, x: np.ndarray, outputs: dict[s
         ratio = error / (atol + rtol * np.abs(exact))
         rows.append({"layer": layer.name, "max_abs": float(error.max(initial=0.0)),
                      "ratio": float(np.nan_to_num(ratio, nan=np.inf).max(initial=0.0))})
-        inputs = out
     return rows

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..model.spec import BatchNorm2d, Conv2d, ModelSpec
 from ..model.weights import Weights
-from .forward import check_input
+from .forward import check_input, run_graph
 from .layers import decides, layer_backward, layer_forward, running_statistics
 from .losses import cross_entropy_and_grad
 
@@ -82,14 +82,18 @@ def train_forward(spec: ModelSpec, weights: Weights, x: np.ndarray, dtype=np.flo
     """
     x = np.asarray(x)
     check_input(spec, weights, x)
-    out, caches, buffers = x.astype(dtype), [], {}
-    for layer in spec.layers:
-        count = out.size // out.shape[1]  # values per channel: BatchNorm's sample size
-        out, cache = layer_forward(layer, weights, out)
+    caches, buffers = [], {}
+
+    def apply(layer, inputs):
+        out, cache = layer_forward(layer, weights, *inputs)
         caches.append(cache)
         if isinstance(layer, BatchNorm2d):
+            count = inputs[0].size // inputs[0].shape[1]  # values per channel: BatchNorm's sample size
             buffers.update(running_statistics(layer, weights, cache, count, dtype))
-    return Tape(spec, caches, out, buffers)
+        return out
+
+    values = run_graph(spec, x.astype(dtype), apply)
+    return Tape(spec, caches, values[-1], buffers)
 
 
 class Backward(NamedTuple):
@@ -125,14 +129,22 @@ def backward(tape: Tape, y: np.ndarray, widths: dict[str, float] | None = None,
     term_sizes: Weights = {}
     flipped = 0
     deciding = decide or {}
+    # The gradient of each value (model input, then every layer's output), summed over its readers.
+    pending: list[np.ndarray | None] = [None] * len(spec.layers) + [grad]
     for index in range(len(spec.layers) - 1, -1, -1):
-        layer = spec.layers[index]
+        layer, sources = spec.layers[index], spec.wiring[index]
+        grad, pending[index + 1] = pending[index + 1], None
+        if grad is None:  # nothing reads this layer's output: its parameters get zero gradients
+            grad = np.zeros((len(tape.logits), *spec.output_shapes[index]), dtype=tape.logits.dtype)
         if isinstance(layer, Conv2d) and layer.bias:
             term_sizes[f"{layer.name}.bias"] = np.abs(grad).sum(axis=(0, 2, 3))
-        grad, layer_grads, count = layer_backward(layer, tape.caches[index], grad, index > 0,
-                                                  widths.get(layer.name, 0.0), deciding.get(layer.name))
+        dx, layer_grads, count = layer_backward(layer, tape.caches[index], grad, any(sources),
+                                                widths.get(layer.name, 0.0), deciding.get(layer.name))
         grads.update({f"{layer.name}.{suffix}": g for suffix, g in layer_grads.items()})
         flipped += count
+        for source, value in zip(sources, dx if isinstance(dx, tuple) else (dx,)):
+            if source:  # the model input's gradient is not needed
+                pending[source] = value if pending[source] is None else pending[source] + value
     return Backward(loss, {name: grads[name] for name in spec.trainable_names()}, flipped, term_sizes)
 
 

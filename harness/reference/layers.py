@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..model.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, Pool
+from ..model.spec import Activation, Add, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool, Layer, Linear, Pool
 from ..model.weights import Weights
 
 
@@ -44,13 +44,26 @@ def _im2col(x: np.ndarray, kernel: int, stride: int) -> tuple[np.ndarray, int, i
     return cols.reshape(c * kernel * kernel, n * ho * wo), ho, wo
 
 
+def _grouped(layer: Conv2d, weight: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The weight as ``(G, O/G, C/G*k*k)`` and the columns as ``(G, C/G*k*k, N*Ho*Wo)``: one GEMM per group.
+
+    ``_im2col``'s rows run channel-major, so each group's channels are one contiguous block of rows.
+    """
+    groups = layer.groups
+    return weight.reshape(groups, len(weight) // groups, -1), cols.reshape(groups, len(cols) // groups, -1)
+
+
 def _conv_forward(layer: Conv2d, weights: Weights, x: np.ndarray):
-    """Cross-correlation with zero padding, as torch.nn.functional.conv2d (im2col + one GEMM)."""
+    """Cross-correlation with zero padding, as torch.nn.functional.conv2d (im2col + one GEMM per group,
+    batched: a depthwise conv is C small products in one matmul call)."""
     p = layer.padding
     padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
     weight = _param(weights, layer, "weight", x.dtype)
     cols, ho, wo = _im2col(padded, layer.kernel_size, layer.stride)
-    out = weight.reshape(len(weight), -1) @ cols
+    if layer.groups == 1:
+        out = weight.reshape(len(weight), -1) @ cols
+    else:
+        out = np.matmul(*_grouped(layer, weight, cols)).reshape(len(weight), -1)
     if layer.bias:
         out += _param(weights, layer, "bias", x.dtype)[:, None]
     out = np.ascontiguousarray(out.reshape(len(weight), len(x), ho, wo).transpose(1, 0, 2, 3))
@@ -72,12 +85,21 @@ def _conv_backward(layer: Conv2d, cache, grad: np.ndarray, need_input: bool):
     cols, weight, padded_shape = cache
     n, o, ho, wo = grad.shape
     g = grad.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)
-    grads = {"weight": (g @ cols.T).reshape(weight.shape)}
+    if layer.groups == 1:
+        grads = {"weight": (g @ cols.T).reshape(weight.shape)}
+    else:
+        grouped_weight, grouped_cols = _grouped(layer, weight, cols)
+        grouped_g = g.reshape(layer.groups, o // layer.groups, -1)
+        grads = {"weight": np.matmul(grouped_g, grouped_cols.transpose(0, 2, 1)).reshape(weight.shape)}
     if layer.bias:
         grads["bias"] = g.sum(axis=1)
     if not need_input:
         return None, grads
-    dx = _col2im(weight.reshape(o, -1).T @ g, padded_shape, layer.kernel_size, layer.stride, ho, wo)
+    if layer.groups == 1:
+        dcols = weight.reshape(o, -1).T @ g
+    else:
+        dcols = np.matmul(grouped_weight.transpose(0, 2, 1), grouped_g).reshape(len(cols), -1)
+    dx = _col2im(dcols, padded_shape, layer.kernel_size, layer.stride, ho, wo)
     p = layer.padding
     return (dx[:, :, p:-p, p:-p] if p else dx), grads
 
@@ -312,6 +334,23 @@ def _linear_backward(layer: Linear, cache, grad: np.ndarray, need_input: bool, w
     return (grad @ weight if need_input else None), grads, 0
 
 
+def _global_avg_pool(x: np.ndarray) -> np.ndarray:
+    """The mean of each plane, kept as (N, C, 1, 1): a sum then one division, as torch's mean."""
+    return x.mean(axis=(2, 3), keepdims=True)
+
+
+def _global_avg_pool_backward(cache, grad: np.ndarray) -> np.ndarray:
+    shape = cache
+    return np.broadcast_to(grad / (shape[2] * shape[3]), shape).copy()
+
+
+def _add(xs: tuple[np.ndarray, ...]) -> np.ndarray:
+    out = xs[0] + xs[1]
+    for x in xs[2:]:
+        out = out + x
+    return out
+
+
 def _dropout_train(layer: Dropout, weights: Weights, x: np.ndarray):
     if layer.p != 0:
         raise ValueError(f"no train-mode reference for layer {layer!r} (dropout masks cannot be reproduced)")
@@ -323,9 +362,11 @@ class LayerRule:
     """How the referee computes one layer kind.
 
     Attributes:
-        forward: eval mode ``(layer, weights, x) -> y``: dropout the identity, BatchNorm on running statistics.
-        train_forward: train mode ``(layer, weights, x) -> (y, cache)``: BatchNorm on batch statistics.
-        backward: ``(layer, cache, grad, need_input, width, decide) -> (dx or None, grads by suffix, flipped)``.
+        forward: eval mode ``(layer, weights, *inputs) -> y``: dropout the identity, BatchNorm on running
+            statistics. Every kind but ``Add`` has one input.
+        train_forward: train mode ``(layer, weights, *inputs) -> (y, cache)``: BatchNorm on batch statistics.
+        backward: ``(layer, cache, grad, need_input, width, decide) -> (dx or None, grads by suffix, flipped)``;
+            ``dx`` is a tuple, one gradient per input, for a layer of several inputs.
         decides: whether the layer's backward branches on its input (activation kinks, max-pool choices): where
             float32 may decide either way (see ``harness.reference.grad``).
     """
@@ -384,6 +425,16 @@ RULES: dict[type, LayerRule] = {
         forward=lambda layer, weights, x: _linear_forward(layer, weights, x)[0],
         train_forward=_linear_forward,
         backward=_linear_backward),
+    GlobalAvgPool: LayerRule(
+        forward=lambda layer, weights, x: _global_avg_pool(x),
+        train_forward=lambda layer, weights, x: (_global_avg_pool(x), x.shape),
+        backward=lambda layer, cache, grad, need_input, width, decide: (
+            _global_avg_pool_backward(cache, grad), {}, 0)),
+    Add: LayerRule(
+        forward=lambda layer, weights, *xs: _add(xs),
+        train_forward=lambda layer, weights, *xs: (_add(xs), len(xs)),
+        # Every summand's gradient is the sum's: the same array, which no caller writes into.
+        backward=lambda layer, cache, grad, need_input, width, decide: ((grad,) * cache, {}, 0)),
 }
 
 
@@ -399,22 +450,22 @@ def rule(layer: Layer) -> LayerRule:
         raise ValueError(f"no reference for layer {layer!r}") from None
 
 
-def apply_layer(layer: Layer, weights: Weights, x: np.ndarray) -> np.ndarray:
-    """One layer of the eval-mode forward pass, in ``x``'s dtype.
+def apply_layer(layer: Layer, weights: Weights, *inputs: np.ndarray) -> np.ndarray:
+    """One layer of the eval-mode forward pass, in its input's dtype (an ``Add`` takes several inputs).
 
     Raises:
         ValueError: an unknown layer kind, activation or pool kind.
     """
-    return rule(layer).forward(layer, weights, x)
+    return rule(layer).forward(layer, weights, *inputs)
 
 
-def layer_forward(layer: Layer, weights: Weights, x: np.ndarray) -> tuple[np.ndarray, Any]:
+def layer_forward(layer: Layer, weights: Weights, *inputs: np.ndarray) -> tuple[np.ndarray, Any]:
     """One layer in train mode: the output and the cache ``layer_backward`` needs.
 
     Raises:
         ValueError: an unknown kind, or a dropout with ``p > 0`` (its masks cannot be reproduced).
     """
-    return rule(layer).train_forward(layer, weights, x)
+    return rule(layer).train_forward(layer, weights, *inputs)
 
 
 def layer_backward(layer: Layer, cache, grad: np.ndarray, need_input: bool = True, width: float = 0.0,
@@ -431,7 +482,8 @@ def layer_backward(layer: Layer, cache, grad: np.ndarray, need_input: bool = Tru
             instead of this pass's own input.
 
     Returns:
-        The input's gradient (None when not needed), parameter gradients by suffix, decisions taken the other way.
+        The input's gradient (None when not needed; a tuple, one per input, for an ``Add``), parameter
+        gradients by suffix, decisions taken the other way.
     """
     return rule(layer).backward(layer, cache, grad, need_input, width, decide)
 
