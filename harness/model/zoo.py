@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import HarnessError
-from .spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear, ModelSpec, Pool
+from .spec import Activation, Add, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool, Layer, Linear, ModelSpec, Pool
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "relu6", "hardswish", "leaky_relu", "gelu", "identity")
 POOLS = ("max", "avg")
@@ -118,6 +118,99 @@ def _vgg11(c: int, k: int, activation: str, pool: str, batch_norm: bool = False)
     return s.layers
 
 
+class _Graph:
+    """Appends layers named as a torch module's attributes would be (``layer1_0_conv1`` for ``layer1.0.conv1``:
+    spec names cannot hold dots); each method returns the name of the layer it added, to wire later layers."""
+
+    def __init__(self, activation: str) -> None:
+        self.layers: list[Layer] = []
+        self.activation = activation
+
+    def _add(self, layer: Layer) -> str:
+        self.layers.append(layer)
+        return layer.name
+
+    def conv_bn(self, name: str, source: str, cin: int, cout: int, kernel: int, stride: int = 1,
+                groups: int = 1, act: bool = True, suffix: str = "") -> str:
+        """A bias-free conv, its BatchNorm and (with ``act``) the nonlinearity: the ResNet/MobileNet unit."""
+        self._add(Conv2d(f"{name}conv{suffix}", cin, cout, kernel, stride, kernel // 2, bias=False, groups=groups,
+                         inputs=(source,)))
+        last = self._add(BatchNorm2d(f"{name}bn{suffix}", cout))
+        return self._add(Activation(f"{name}{self.activation}{suffix}", self.activation)) if act else last
+
+    def add(self, name: str, *sources: str) -> str:
+        return self._add(Add(name, tuple(sources)))
+
+    def act(self, name: str, source: str) -> str:
+        return self._add(Activation(name, self.activation, inputs=(source,)))
+
+    def head(self, source: str, channels: int, k: int, dropout: float = 0.0) -> None:
+        """Global average pooling, flatten, (dropout,) the classifier."""
+        self._add(GlobalAvgPool("avgpool", inputs=(source,)))
+        self._add(Flatten("flatten"))
+        if dropout:
+            self._add(Dropout("dropout", dropout))
+        self._add(Linear("fc", channels, k))
+
+
+def _basic_block(g: _Graph, name: str, source: str, cin: int, cout: int, stride: int) -> str:
+    """He et al.'s basic block: two 3x3 conv-BN, the shortcut added before the last nonlinearity.
+
+    Where the shape changes the shortcut is a 1x1 conv + BN projection (option B): option A's strided slice and
+    zero channel padding are not layer kinds, and B is what torchvision's and most CIFAR ResNets use.
+    """
+    out = g.conv_bn(name, source, cin, cout, 3, stride, suffix="1")
+    out = g.conv_bn(name, out, cout, cout, 3, 1, act=False, suffix="2")
+    shortcut = source
+    if stride != 1 or cin != cout:
+        shortcut = g.conv_bn(f"{name}shortcut_", source, cin, cout, 1, stride, act=False)
+    return g.act(f"{name}{g.activation}_out", g.add(f"{name}add", out, shortcut))
+
+
+def _resnet(c: int, k: int, activation: str, widths: tuple[int, ...], blocks: int) -> list[Layer]:
+    g, channels = _Graph(activation), widths[0]
+    out = g.conv_bn("", "input", c, channels, 3, suffix="1")  # conv1, bn1: the 3x3 stem of the CIFAR variants
+    for stage, width in enumerate(widths, start=1):
+        for block in range(blocks):
+            stride = 2 if stage > 1 and block == 0 else 1
+            out = _basic_block(g, f"layer{stage}_{block}_", out, channels, width, stride)
+            channels = width
+    g.head(out, channels, k)
+    return g.layers
+
+
+# MobileNetV2's inverted-residual settings (expansion t, output channels c, blocks n, first stride s), as the
+# paper's Table 2 with the CIFAR change of the reference CIFAR trainings: the stem and the 24-channel stage stride 1
+# (32x32 inputs end at 4x4, as 224x224 ones end at 7x7).
+MOBILENETV2_PLAN = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                    (6, 320, 1, 1))
+
+
+def _inverted_residual(g: _Graph, name: str, source: str, cin: int, cout: int, stride: int, expansion: int) -> str:
+    """Expand 1x1 (absent when t = 1), depthwise 3x3, linear 1x1 projection; the input added back only where
+    stride 1 keeps the shape (the paper's block: no projection shortcut)."""
+    hidden, out = cin * expansion, source
+    if expansion != 1:
+        out = g.conv_bn(f"{name}expand_", out, cin, hidden, 1)
+    out = g.conv_bn(f"{name}dw_", out, hidden, hidden, 3, stride, groups=hidden)
+    out = g.conv_bn(f"{name}project_", out, hidden, cout, 1, act=False)
+    return g.add(f"{name}add", out, source) if stride == 1 and cin == cout else out
+
+
+def _mobilenetv2(c: int, k: int, activation: str, pool: str) -> list[Layer]:
+    g, channels = _Graph(activation), 32
+    out = g.conv_bn("stem_", "input", c, channels, 3)
+    index = 0
+    for expansion, width, blocks, first_stride in MOBILENETV2_PLAN:
+        for block in range(blocks):
+            out = _inverted_residual(g, f"block{index}_", out, channels, width, first_stride if block == 0 else 1,
+                                     expansion)
+            channels, index = width, index + 1
+    out = g.conv_bn("last_", out, channels, 1280, 1)
+    g.head(out, 1280, k, dropout=0.2)  # torchvision's classifier: Dropout(0.2), Linear
+    return g.layers
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A registry entry: how to build the layers, and the defaults the tutorial used."""
@@ -141,6 +234,12 @@ MODELS: dict[str, ModelEntry] = {
     "vgg11-bn": ModelEntry(
         lambda c, k, a, p: _vgg11(c, k, a, p, batch_norm=True), 32, 3, "relu", "max", "VGG11 with BatchNorm"
     ),
+    "resnet20": ModelEntry(lambda c, k, a, p: _resnet(c, k, a, (16, 32, 64), 3), 32, 3, "relu", "max",
+                           "ResNet-20 for CIFAR (He et al.): 3x3 basic blocks 16/32/64, projection shortcuts"),
+    "resnet18": ModelEntry(lambda c, k, a, p: _resnet(c, k, a, (64, 128, 256, 512), 2), 32, 3, "relu", "max",
+                           "ResNet-18, CIFAR variant: 3x3 stem, no max-pool, 64-512 channels"),
+    "mobilenetv2": ModelEntry(_mobilenetv2, 32, 3, "relu6", "max",
+                              "MobileNetV2 width 1.0, CIFAR strides: inverted residuals, depthwise 3x3, ReLU6"),
 }
 
 
@@ -177,9 +276,12 @@ def build_model(
     _check_choice("model", name, MODELS)
     entry = MODELS[name]
     activation = activation or entry.activation
-    pool = pool or entry.pool
+    explicit_pool, pool = pool, pool or entry.pool
     _check_choice("activation", activation, ACTIVATIONS)
     _check_choice("pool", pool, POOLS)
     _check_choice("init", init, INITS)
     layers = entry.build(channels, num_classes, activation, pool)
+    if explicit_pool is not None and not any(isinstance(layer, Pool) for layer in layers):
+        raise HarnessError(f"{name} has no max or average pooling layer for --pool {explicit_pool} to change; "
+                           "leave --pool out")
     return ModelSpec(name, (channels, entry.size, entry.size), num_classes, tuple(layers), init)
