@@ -13,13 +13,14 @@ import hashlib
 import json
 import math
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
-from .errors import HarnessError
+from .errors import HarnessError, one_line
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -29,7 +30,7 @@ DECAY_SCOPES = ("all", "weights")
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which registry model, with its options."""
+    """Which model, with its options: a registry name, or a file (``PATH.onnx``, ``SPEC.json``)."""
 
     model: str = "lenet5"
     activation: str | None = None  # None: the model's own
@@ -79,20 +80,26 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one run needs; ``config_hash`` ignores backend and device."""
+    """Everything one run needs; ``config_hash`` ignores backend and device.
+
+    ``model_sha256`` is not a setting: ``build_config`` fills it from the ``--model`` file (None for a
+    registry model), so the hash covers the file's contents, and a run folder's config.json keeps the
+    digest of the file it was trained from, readable after the file has changed or gone.
+    """
 
     model: ModelChoice = field(default_factory=ModelChoice)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     backend: str = "pytorch"
     device: str = "cpu"
+    model_sha256: str | None = None
 
     def to_dict(self) -> dict:
         """Nested plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
     def flat(self) -> dict:
-        """Flat settings dict, the form used by flags and config files."""
+        """Flat settings dict, the form used by flags and config files (``model_sha256`` is no setting)."""
         return {**dataclasses.asdict(self.model), **dataclasses.asdict(self.data),
                 **dataclasses.asdict(self.train), "backend": self.backend, "device": self.device}
 
@@ -100,6 +107,8 @@ class RunConfig:
     def config_hash(self) -> str:
         """sha256 (16 hex digits) of the settings that decide the numbers."""
         identity = {k: v for k, v in self.to_dict().items() if k not in ("backend", "device")}
+        if identity["model_sha256"] is None:
+            del identity["model_sha256"]  # a registry model's hash stays what it was before model files existed
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -130,12 +139,17 @@ def _coerce(key: str, value, annotation: str):
     return value
 
 
-def build_config(settings: dict) -> RunConfig:
+def build_config(settings: dict, model_sha256: str | None = None) -> RunConfig:
     """Make a validated RunConfig from flat settings; unknown keys are rejected.
+
+    Args:
+        settings: flat settings.
+        model_sha256: the digest a run folder recorded for its model file; None: read the file now
+            (when ``model`` is one).
 
     Raises:
         HarnessError: an unknown key (listing the valid ones), a value of the wrong
-            type or out of range.
+            type or out of range, a model file that cannot be read.
     """
     unknown = sorted(set(settings) - set(valid_keys()))
     if unknown:
@@ -148,9 +162,89 @@ def build_config(settings: dict) -> RunConfig:
                   for f in fields(cls) if f.name in settings}
         parts[section] = cls(**kwargs)
     top = {k: _coerce(k, settings[k], "str") for k in TOP_LEVEL if k in settings}
-    config = RunConfig(**parts, **top)
+    model = parts["model"].model
+    if model_sha256 is not None:
+        _require(is_model_file(model) and isinstance(model_sha256, str) and _SHA256.fullmatch(model_sha256),
+                 f"model_sha256 {str(model_sha256)[:70]!r} must be 64 hex digits, recorded for a model file "
+                 f"(PATH.onnx or SPEC.json), not for model {model[:70]!r}; the file was edited")
+    elif is_model_file(model):
+        model_sha256 = model_file_digest(model)
+    config = RunConfig(**parts, **top, model_sha256=model_sha256)
     validate(config)
     return config
+
+
+# A model file: the suffix decides how it is read (harness.model.resolve), the cap bounds what is read.
+MODEL_FILE_LIMITS = {".onnx": 2**30, ".json": 2**24}
+# torch.onnx and onnx.save put external weights in one file named after the model: ``net.onnx.data``.
+EXTERNAL_DATA_SUFFIX = ".data"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_model_file(model: str) -> bool:
+    """Whether the ``model`` setting names a file (``*.onnx`` or ``*.json``) rather than a registry model."""
+    return Path(model).suffix.lower() in MODEL_FILE_LIMITS
+
+
+def printable(path: str | Path) -> str:
+    """``path`` as a message shows it: as typed, or quoted with escapes when it holds a control character
+    (a newline in a file name would break the one-line error)."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def read_limited(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, or a one-line HarnessError.
+
+    Checked before reading and again on the open file, as ``read_settings_file`` does: a FIFO would block,
+    ``/dev/zero`` never ends, and a file may be swapped or grow between the checks.
+
+    Args:
+        path: the file.
+        limit: the most bytes accepted.
+        what: what the file is, for the message (``model file``).
+    """
+    def check(info: os.stat_result) -> None:
+        if not stat.S_ISREG(info.st_mode):
+            kind = _NOT_REGULAR.get(stat.S_IFMT(info.st_mode), "is not a regular file")
+            raise HarnessError(f"cannot read {what} {printable(path)}: {kind}")
+        if info.st_size > limit:
+            raise _too_large(path, limit, what)
+
+    try:
+        check(os.stat(path))
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            check(os.fstat(handle.fileno()))
+            data = handle.read(limit + 1)  # bounded: the file may have grown since the check
+    except FileNotFoundError:
+        raise HarnessError(f"{what} {printable(path)} does not exist") from None
+    except (OSError, ValueError) as error:  # ValueError: a path with a NUL byte
+        raise HarnessError(f"cannot read {what} {printable(path)}: {one_line(error, 200)}") from None
+    if len(data) > limit:
+        raise _too_large(path, limit, what)
+    return data
+
+
+def _too_large(path: Path, limit: int, what: str) -> HarnessError:
+    return HarnessError(f"{what} {printable(path)} is larger than {limit:,} bytes, the most harness reads: "
+                        "a model that size is beyond what it trains on a CPU")
+
+
+def model_file_digest(model: str) -> str:
+    """sha256 of a model file's bytes, and for ``net.onnx`` of ``net.onnx.data`` beside it when present
+    (the only external-data file the importer reads), so a run's hash changes with either.
+
+    Raises:
+        HarnessError: the file is missing, not a regular file, or over its size cap.
+    """
+    path = Path(model)
+    limit = MODEL_FILE_LIMITS[path.suffix.lower()]
+    digest = hashlib.sha256(read_limited(path, limit, "model file"))
+    external = path.with_name(path.name + EXTERNAL_DATA_SUFFIX)
+    if path.suffix.lower() == ".onnx" and external.exists():
+        digest.update(b"\0external data\0")
+        digest.update(read_limited(external, limit, "external data file"))
+    return digest.hexdigest()
 
 
 def _require(ok: bool, message: str) -> None:
@@ -274,7 +368,7 @@ def config_from_dict(nested: dict) -> RunConfig:
                            f"{', '.join(type(nested[name]).__name__ for name in broken)}")
     flat = {k: v for section in SECTIONS for k, v in nested.get(section, {}).items()}
     flat.update({k: nested[k] for k in TOP_LEVEL if k in nested})
-    return build_config(flat)
+    return build_config(flat, nested.get("model_sha256"))
 
 
 def config_from_json(text: str) -> RunConfig:

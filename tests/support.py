@@ -96,3 +96,82 @@ def py2_cifar_pickle(images: np.ndarray, labels: list[int]) -> bytes:
     names = b"](" + b"".join(_short(f"img_{i}.png".encode()) for i in range(len(labels))) + b"e"
     return (b"\x80\x02}(" + _short(b"batch_label") + _short(b"training batch 1 of 5")
             + _short(b"labels") + label_list + _short(b"data") + array + _short(b"filenames") + names + b"u.")
+
+
+def torch_graph(spec: ModelSpec, x, p: dict, training: bool = False, masks=()) -> list:
+    """Every layer's output of ``spec`` run along its wiring in torch.nn.functional, in order: ``torch_layer``
+    for one-input kinds, plus grouped convolutions, GlobalAvgPool and Add (``p`` as ``torch_layer``'s); with
+    ``masks`` (one array per Dropout, in order) each Dropout multiplies by its mask."""
+    import torch  # only the tests that use the referee pay for importing it
+    import torch.nn.functional as F
+
+    from harness.model.spec import Add, GlobalAvgPool
+
+    values, masks = [torch.as_tensor(x)], list(masks)
+    for layer, sources in zip(spec.layers, spec.wiring):
+        inputs = [values[source] for source in sources]
+        if isinstance(layer, Add):
+            out = inputs[0]
+            for value in inputs[1:]:
+                out = out + value
+        elif isinstance(layer, GlobalAvgPool):
+            out = F.adaptive_avg_pool2d(inputs[0], 1)
+        elif isinstance(layer, Dropout) and masks:
+            out = inputs[0] * torch.as_tensor(masks.pop(0), dtype=inputs[0].dtype)
+        elif isinstance(layer, Conv2d):  # torch_layer predates groups
+            out = F.conv2d(inputs[0], p[f"{layer.name}.weight"], p.get(f"{layer.name}.bias"), layer.stride,
+                           layer.padding, 1, layer.groups)
+        else:
+            out = torch_layer(layer, inputs[0], p, training)
+        values.append(out)
+    return values[1:]
+
+
+def residual_depthwise_spec(dropout: float = 0.0, channels: int = 3, size: int = 8, classes: int = 4) -> ModelSpec:
+    """A small graph with every new kind: a basic residual block (BatchNorm in the branch, the stem read
+    twice), a stride-2 depthwise conv with a strided 1x1 shortcut, a groups=2 conv, GlobalAvgPool; with
+    ``dropout`` > 0 a Dropout on the shortcut, read by name from a later Add (not by the layer after it)."""
+    from harness.model.spec import Add, GlobalAvgPool, Linear
+
+    shortcut = "b2_short"
+    layers = [
+        Conv2d("stem", channels, 8, 3, padding=1, bias=False), BatchNorm2d("stem_bn", 8),
+        Activation("stem_act", "relu"),
+        Conv2d("b1_conv1", 8, 8, 3, padding=1, bias=False), BatchNorm2d("b1_bn1", 8), Activation("b1_act1", "relu"),
+        Conv2d("b1_conv2", 8, 8, 3, padding=1, bias=False), BatchNorm2d("b1_bn2", 8),
+        Add("b1_add", ("b1_bn2", "stem_act")), Activation("b1_act2", "relu"),
+        Conv2d("b2_short", 8, 16, 1, stride=2)]
+    if dropout:
+        layers.append(Dropout("b2_drop", dropout))
+        shortcut = "b2_drop"
+    layers += [
+        Conv2d("b2_dw", 8, 8, 3, stride=2, padding=1, groups=8, bias=False, inputs=("b1_act2",)),
+        BatchNorm2d("b2_bn1", 8), Activation("b2_act1", "relu6"),
+        Conv2d("b2_pw", 8, 16, 1, bias=False), BatchNorm2d("b2_bn2", 16),
+        Add("b2_add", ("b2_bn2", shortcut)), Activation("b2_act2", "hardswish"),
+        Conv2d("g2", 16, 16, 3, padding=1, groups=2), Activation("g2_act", "relu"), Pool("pool", "max", 2, 2),
+        GlobalAvgPool("gap"), Flatten("flatten"), Linear("fc", 16, classes)]
+    return ModelSpec("residual-depthwise", (channels, size, size), classes, tuple(layers))
+
+
+# The graph models end in global average pooling, so they build at any size: the registry-wide tests run them
+# at 8x8 (1/16 of their 32x32 arithmetic; ResNet-18 and MobileNetV2 reach 1x1), the chains at their own sizes.
+SMALL_SIZES = {"resnet20": 8, "resnet18": 8, "mobilenetv2": 8}
+
+
+def registry_spec(name: str, **options) -> ModelSpec:
+    """A registry model for its own channel count, the graph models at ``SMALL_SIZES``."""
+    from harness.model.zoo import MODELS, build_model
+
+    return build_model(name, MODELS[name].channels, size=SMALL_SIZES.get(name), **options)
+
+
+def shrink_registry(monkeypatch) -> None:
+    """Make ``SMALL_SIZES`` the graph models' native sizes for one test (runs and parity build through
+    the registry, and synthetic data takes the entry's size)."""
+    from dataclasses import replace
+
+    from harness.model.zoo import MODELS
+
+    for name, size in SMALL_SIZES.items():
+        monkeypatch.setitem(MODELS, name, replace(MODELS[name], size=size))

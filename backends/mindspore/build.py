@@ -54,7 +54,12 @@ _BN_NAMES = {"gamma": "gamma", "beta": "beta", "mean": "moving_mean", "var": "mo
 
 
 class Sum(nn.Cell):
-    """An ``Add`` layer: the element-wise sum of its inputs, as a residual block's ``out + identity``."""
+    """An ``Add`` layer: the element-wise sum of its inputs, as a residual block's ``out + identity``.
+
+    ``+`` is ops.Add, which has no settings; the spec gives every input one shape, so no broadcasting
+    happens. Summed left to right, ((a + b) + c), as torch's Sum and the float64 referee: each addition is
+    one correctly rounded float32 operation in both frameworks (docs/findings.md, 2026-12-05 graph kernels).
+    """
 
     def construct(self, *inputs):
         out = inputs[0] + inputs[1]
@@ -66,12 +71,15 @@ class Sum(nn.Cell):
 class GlobalAvgPool2d(nn.Cell):
     """torch's AdaptiveAvgPool2d(1): the mean over H and W, kept as (N, C, 1, 1).
 
-    ``ops.ReduceMean(keep_dims=True)`` over axes (2, 3) is what nn.AdaptiveAvgPool2d(1) computes, without
-    its output-size bookkeeping; MindSpore 2.10's ONNX exporter maps ReduceMean, not AdaptiveAvgPool2D.
+    ``ops.ReduceMean`` over axes (2, 3) is what nn.AdaptiveAvgPool2d(1) computes, without its output-size
+    bookkeeping; MindSpore 2.10's ONNX exporter maps ReduceMean (to ONNX ReduceMean), but not nn.AdaptiveAvgPool2d
+    ("Can not find key AdaptiveAvgPool2D in convert map", measured). Its CPU kernel is correctly rounded or
+    within 1.1 float32 steps of float64 on 8x8 to 112x112 planes, torch's mean within 2.5 (docs/findings.md).
     """
 
     def __init__(self) -> None:
         super().__init__()
+        # keep_dims defaults to False, which would give (N, C): torch's AdaptiveAvgPool2d(1) keeps (N, C, 1, 1).
         self.mean = ops.ReduceMean(keep_dims=True)
 
     def construct(self, x):
@@ -200,8 +208,26 @@ def ms_name(canonical: str) -> str:
     return f"{layer}.{_BN_NAMES.get(suffix, suffix)}"
 
 
+# GRAPH_MODE unrolls GraphCell's loop over the layers, and MindSpore's static analysis nests function calls
+# for each step: 7-10 per layer, measured. MindSpore's default limit of 1000 calls refuses MobileNetV2's 153
+# layers ("Exceed function call depth limit 1000", in predict and in the train step; 1500 compiles both) and a
+# 164-layer residual graph (1300 compiles both). A 404-layer one compiled and trained at 4000 on the default
+# 8 MiB stack. The limit is process-wide, so it is only ever raised; a deeper real depth could overflow the stack.
+_CALLS_PER_LAYER = 16
+_CALL_DEPTH = {"limit": 1000}  # MindSpore's default (mindspore.set_recursion_limit)
+
+
+def _allow_call_depth(layers: int) -> None:
+    """Raise MindSpore's compile-time call depth limit to what a graph of ``layers`` layers needs."""
+    needed = _CALLS_PER_LAYER * layers
+    if needed > _CALL_DEPTH["limit"]:
+        ms.set_recursion_limit(needed)
+        _CALL_DEPTH["limit"] = needed
+
+
 def build(spec: ModelSpec, device: str) -> MsModel:
     """A GraphCell whose child names (and so parameter prefixes) are the spec's layer names."""
+    _allow_call_depth(len(spec.layers))
     net = GraphCell(OrderedDict((layer.name, build_layer(layer, device)) for layer in spec.layers), spec.wiring)
     net.set_train(False)  # a new Cell starts in eval mode already; said here so no reader has to know
     by_attr = {}

@@ -37,9 +37,9 @@ from ..data.registry import load_raw
 from ..errors import HarnessError
 from ..evaluators.onnxrt import run_session, session
 from ..machine import LoadMeter
-from ..model.weights import init_weights
+from ..model.resolve import initial_weights, model_spec, native_shape
+from ..model.zoo import MODELS
 from ..progress import Progress
-from ..model.zoo import MODELS, build_model
 from ..training.loop import train
 from ..training.schedule import decayed_names
 
@@ -105,11 +105,9 @@ def default_dataset(model: str, data_dir: Path | None) -> str:
 def load_bench_data(model: str, dataset: str, data_dir: Path | None, synthetic_images: int = SYNTHETIC_IMAGES,
                     seed: int = 0) -> tuple[Any, Dataset]:
     """The model's spec and the prepared data; ``synthetic`` is drawn with ``synthetic_images`` training images."""
-    entry = MODELS[model]
-    shape = (entry.channels, entry.size, entry.size)
-    raw = load_raw(dataset, data_dir, synthetic_shape=shape, synthetic_sizes=(synthetic_images, EVAL_IMAGES),
-                   seed=seed)
-    spec = build_model(model, raw.train_images.shape[1], raw.info.num_classes)
+    raw = load_raw(dataset, data_dir, synthetic_shape=native_shape(model),
+                   synthetic_sizes=(synthetic_images, EVAL_IMAGES), seed=seed)
+    spec = model_spec(model, raw.train_images.shape[1], raw.info.num_classes)
     return spec, prepare(raw, spec.input_shape)
 
 
@@ -153,7 +151,7 @@ class _WarmTrainer:
 
 def _fresh_model(backend, spec, device: str, seed: int):
     model = backend.build(spec, device)
-    backend.set_weights(model, init_weights(spec, seed))
+    backend.set_weights(model, initial_weights(spec.name, spec, seed))  # bench's models are registry names
     return model
 
 

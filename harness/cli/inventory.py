@@ -30,7 +30,7 @@ def _indented(text: str, indent: int) -> list[str]:
             for pad, line in [(indent, first), *((indent + 2, line) for line in more)]]
 
 
-def _table(header: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
+def table(header: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
     """Columns two spaces apart, indented two; the last (free text) wraps beside the others."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
@@ -47,7 +47,7 @@ def _models() -> list[str]:
     for name, entry in MODELS.items():
         spec = build_model(name, entry.channels)
         rows.append([name, "x".join(map(str, spec.input_shape)), f"{spec.num_params:,}", entry.description])
-    return _table(["name", "input", "params", "description"], rows, frozenset({2}))
+    return table(["name", "input", "params", "description"], rows, frozenset({2}))
 
 
 def _datasets(data_dir: Path | None) -> list[str]:
@@ -76,7 +76,7 @@ def _backends() -> list[str]:
             except HarnessError as error:
                 devices = f"unusable: {error}"
         rows.append([name, "yes" if installed else "no", version or "-", devices or "-"])
-    return _table(["name", "installed", "version", "devices"], rows)
+    return table(["name", "installed", "version", "devices"], rows)
 
 
 def print_listing(data_dir: Path | None) -> None:

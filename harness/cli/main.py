@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from ..errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, HarnessError
-from . import bench, compare, inventory, parity, run
+from . import bench, compare, inventory, onnx_import, parity, run
 from .settings import Parser
 
-COMMANDS = (run, compare, parity, inventory, bench)  # each registers its subcommands, in help order
+COMMANDS = (run, compare, parity, inventory, onnx_import, bench)  # each registers its subcommands, in help order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -114,6 +114,9 @@ _CHOICES = {"model": tuple(MODELS), "dataset": tuple(DATASETS), "activation": AC
 # Devices are not a fixed set (cuda:N for any N), so their help names the forms and where to see the usable ones.
 DEVICE_HELP = "auto, cpu, cuda[:N] or npu[:N]; `harness list` shows which work here"
 DATA_DIR_HELP = "where datasets are (default: $HARNESS_DATA_DIR, then ./data)"
+MODEL_FILE_HELP = (" or a file: PATH.onnx (your own network exported with torch.onnx.export: its layers, input "
+                   "shape, classes and weights; see `harness import`) or SPEC.json (written by harness import "
+                   "--save; trains from harness's own initial weights)")
 _TOP_DEFAULTS = {f.name: f.default for f in fields(RunConfig) if f.name in TOP_LEVEL}
 
 
@@ -125,7 +128,8 @@ def _setting_help(name: str, default) -> str:
     if name == "device":
         return f"default: {shown}; {DEVICE_HELP}"
     choices = backend_names() if name == "backend" else _CHOICES.get(name)
-    return f"default: {shown}" + (f"; one of {', '.join(choices)}" if choices else "")
+    text = f"default: {shown}" + (f"; one of {', '.join(choices)}" if choices else "")
+    return text + (MODEL_FILE_HELP if name == "model" else "")
 
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..evaluators.base import Evaluator
-from ..model.spec import ModelSpec
+from ..model.spec import Conv2d, Layer, ModelSpec
 from ..model.weights import Weights
 from ..reference.forward import own_errors
 from ..tolerances import Tolerance, policies
@@ -26,6 +26,14 @@ def worst_images(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> np.ndarray:
     return np.sort(np.argsort(-excess.max(axis=1), kind="stable")[:DIVERGENCE_IMAGES])
 
 
+def _kind(layer: Layer) -> str | None:
+    """What the report adds to a layer's name: an activation's or pool's kind, a conv's grouping (a depthwise
+    kernel is another kernel than a dense one); None where the name says enough."""
+    if isinstance(layer, Conv2d) and layer.groups > 1:
+        return "depthwise conv" if layer.groups == layer.in_channels else f"conv, groups={layer.groups}"
+    return getattr(layer, "kind", None)
+
+
 def describe_divergence(spec: ModelSpec, weights: Weights, x: np.ndarray, candidate: Evaluator,
                         referee: Evaluator) -> str:
     """The first layer, in execution order, where ``candidate`` leaves ``referee`` on images ``x``, and,
@@ -35,7 +43,7 @@ def describe_divergence(spec: ModelSpec, weights: Weights, x: np.ndarray, candid
     Both evaluators must give activations; ``weights`` are the weights both run.
     """
     names, tol = [layer.name for layer in spec.layers], policies().layer
-    kinds = {layer.name: layer.kind for layer in spec.layers if hasattr(layer, "kind")}
+    kinds = {layer.name: _kind(layer) for layer in spec.layers}
     acts = {side.name: side.activations(x) for side in (candidate, referee)}
     found = first_divergent_layer(names, acts[candidate.name], acts[referee.name], tol)
     if found is None:

@@ -255,6 +255,7 @@ def build_model(
     activation: str | None = None,
     pool: str | None = None,
     init: str = "default",
+    size: int | None = None,
 ) -> ModelSpec:
     """Build a registry model's spec for a dataset's channel and class count.
 
@@ -266,6 +267,8 @@ def build_model(
             default negative_slope 0.01 and approximate "none").
         pool: override the pooling kind (max, avg).
         init: ``default`` (PyTorch's default formulas) or ``normal0.02``.
+        size: input height and width instead of the entry's native size (the graph models, which end in
+            global average pooling, build for any size their strides leave at least 1x1; tests shrink them).
 
     Returns:
         The ModelSpec, its input shape ``(channels, size, size)``.
@@ -284,4 +287,8 @@ def build_model(
     if explicit_pool is not None and not any(isinstance(layer, Pool) for layer in layers):
         raise HarnessError(f"{name} has no max or average pooling layer for --pool {explicit_pool} to change; "
                            "leave --pool out")
-    return ModelSpec(name, (channels, entry.size, entry.size), num_classes, tuple(layers), init)
+    side = size or entry.size
+    try:
+        return ModelSpec(name, (channels, side, side), num_classes, tuple(layers), init)
+    except ValueError as error:
+        raise HarnessError(f"{name} does not build for {side}x{side} inputs: {error}") from None

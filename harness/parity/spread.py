@@ -21,9 +21,9 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ..config import TrainConfig
-from ..model.spec import BatchNorm2d, ModelSpec
+from ..model.spec import MODEL_INPUT, BatchNorm2d, ModelSpec
 from ..model.weights import Weights
-from ..reference.grad import backward, rounding_widths, train_forward
+from ..reference.grad import backward, decision_layers, rounding_widths, train_forward
 from ..reference.losses import cross_entropy_and_grad
 from ..reference.optim import AdamRange, optimizer_step
 from ..tolerances import policies
@@ -158,6 +158,23 @@ def matched_steps(spec: ModelSpec, train: TrainConfig, decay: set[str], weights:
     return outcomes
 
 
+def normalised_biases(spec: ModelSpec) -> list[tuple[str, BatchNorm2d]]:
+    """Each bias whose layer's output a BatchNorm reads (along the wiring, wherever the two sit in the
+    layer order), with that BatchNorm: its batch mean holds the bias, so its running mean carries the
+    bias's noise (``LockstepReference``)."""
+    params = spec.param_shapes()
+    return [(f"{source}.bias", layer) for index, layer in enumerate(spec.layers) if isinstance(layer, BatchNorm2d)
+            for source in spec.input_names(index) if f"{source}.bias" in params]
+
+
+def decision_inputs(spec: ModelSpec, x: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The input of every deciding layer (``harness.reference.grad.decision_layers``) in one pass: the model's
+    input or the output of the layer its wiring names, from that pass's outputs by layer name."""
+    values = {MODEL_INPUT: x, **outputs}
+    names = [layer.name for layer in spec.layers]
+    return {name: values[spec.input_names(names.index(name))[0]] for name in decision_layers(spec)}
+
+
 class LockstepReference:
     """Two float64 trajectories run alongside the backends: exact, and one taking every decision
     float32 cannot make the other way at every step. Their distance is how far apart correct
@@ -171,8 +188,7 @@ class LockstepReference:
         self.undecided = 0
         self.noise: Weights = {}  # absolute, elementwise; see _noise_step
         self._steps, self._ranges = 0, {name: AdamRange() for name in spec.trainable_names()}
-        self._normalised_by = {f"{layer.name}.bias": after for layer, after in zip(spec.layers, spec.layers[1:])
-                               if isinstance(after, BatchNorm2d)}
+        self._normalised_by = normalised_biases(spec)
 
     @single_blas_thread
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> None:
@@ -194,7 +210,7 @@ class LockstepReference:
         bias under train-mode BatchNorm: an exact cancellation, so pure noise; a few weights near zero or
         near eps), Adam's normalisation makes it a large update difference: the two sides may part by the
         width of ``AdamRange``'s updates. BatchNorm's running mean averages in the bias before it."""
-        for bias, norm in self._normalised_by.items():  # the batch mean holds the bias from before the step
+        for bias, norm in self._normalised_by:  # the batch mean holds the bias from before the step
             mean = f"{norm.name}.mean"
             carried = (1 - norm.momentum) * self.noise.get(mean, 0.0)
             self.noise[mean] = carried + norm.momentum * self.noise.get(bias, 0.0)

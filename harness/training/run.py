@@ -27,10 +27,9 @@ from ..data.registry import load_raw
 from ..errors import DISK_ERRNOS, HarnessError, RunInterrupted, write_failed
 from ..evaluators.base import EVAL_BATCH_SIZE
 from ..evaluators.onnxrt import run_session, session
-from ..model.spec import ModelSpec
-from ..model.weights import init_weights
 from ..machine import LoadMeter
-from ..model.zoo import MODELS, build_model
+from ..model.resolve import model_spec, native_shape, run_initial_weights
+from ..model.spec import ModelSpec
 from ..reference.losses import accuracy
 from ..runs.arrays import save_arrays
 from ..runs.files import atomic_path, remove_temporaries, write_json
@@ -48,13 +47,13 @@ class RunOutcome:
 
 
 def load_data(config: RunConfig, data_dir: Path | None) -> tuple[ModelSpec, Dataset]:
-    """The spec fitted to the dataset's channels and classes, and the prepared data."""
+    """The spec fitted to the dataset's channels and classes (an imported model's are its own), and the data
+    prepared for it (synthetic data drawn at the model's own input shape)."""
     m, d = config.model, config.data
-    entry = MODELS.get(m.model)
-    synthetic_shape = (entry.channels, entry.size, entry.size) if entry else (1, 28, 28)
+    synthetic_shape = native_shape(m.model, config.model_sha256)
     raw = load_raw(d.dataset, data_dir=data_dir, synthetic_shape=synthetic_shape, seed=config.train.seed)
     channels, classes = raw.train_images.shape[1], raw.info.num_classes
-    spec = build_model(m.model, channels, classes, m.activation, m.pool, m.init)
+    spec = model_spec(m.model, channels, classes, m.activation, m.pool, m.init, config.model_sha256)
     return spec, prepare(raw, spec.input_shape, d.fit, d.limit_train, d.limit_test)
 
 
@@ -193,7 +192,7 @@ def execute(config: RunConfig, out: Path, data_dir: Path | None = None, quiet: b
         write_json(run_dir / "run.json", info)
         model = backend.build(spec, device)
         info["versions"].update(backend.versions())  # some settle at build: MindSpore's oneDNN ISA cap
-        backend.set_weights(model, init_weights(spec, config.train.seed, config.model.init_ulps))
+        backend.set_weights(model, run_initial_weights(config, spec))
     except BaseException as error:
         replacement = _mark_stopped(run_dir, info, error)
         if replacement is None:

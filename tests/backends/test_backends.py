@@ -12,12 +12,13 @@ from harness.model.weights import init_weights
 from harness.model.zoo import MODELS, build_model
 from harness.reference.grad import train_forward
 from harness.training.schedule import decayed_names
+from tests.support import registry_spec
 
 ONNX_ATOL = 1e-5
 
 
 def _spec(name: str):
-    return build_model(name, MODELS[name].channels)
+    return registry_spec(name)
 
 
 def _built(backend, name: str, seed: int = 0):

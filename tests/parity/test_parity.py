@@ -18,6 +18,7 @@ from harness.parity.modes import COLUMNS, check, first_failure, judge, parity_sp
 from harness.reference.forward import predict
 from harness.tolerances import policies
 from harness.training.run import execute, load_data
+from tests.support import registry_spec, shrink_registry
 
 pytestmark = pytest.mark.parity
 SMALL = {"dataset": "synthetic", "limit_train": 64, "limit_test": 16, "batch_size": 8}
@@ -35,7 +36,7 @@ def _failures(rows: list[dict], mode: str | None = None) -> list[dict]:
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_same_weights_same_logits_and_float64(both_backends, name):
-    spec = build_model(name, MODELS[name].channels)
+    spec = registry_spec(name)
     weights = init_weights(spec, 5)
     x = np.random.default_rng(0).standard_normal((4, *spec.input_shape)).astype(np.float32)
     logits = {}
@@ -51,7 +52,8 @@ def test_same_weights_same_logits_and_float64(both_backends, name):
 
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_synchronised_steps_every_model(both_backends, name, optimizer):
+def test_synchronised_steps_every_model(both_backends, name, optimizer, monkeypatch):
+    shrink_registry(monkeypatch)
     lr = 0.01 if optimizer == "sgd" else 1e-3
     # The divergence search has its own tests (below); skipping it here keeps the VGG cases affordable.
     rows = _check(name, 2, ["synchronised"], search=False, optimizer=optimizer, learning_rate=lr)

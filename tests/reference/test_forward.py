@@ -14,7 +14,7 @@ from harness.model.weights import init_weights
 from harness.model.zoo import MODELS, build_model
 from harness.reference.forward import forward, own_errors, predict
 from harness.reference.layers import apply_layer
-from tests.support import forward_with_error, randomise_batch_norm, torch_layer
+from tests.support import forward_with_error, randomise_batch_norm, registry_spec, torch_graph
 
 # float64 end to end on both sides: only summation order differs, ~1e-15 relative.
 TOLERANCE = 1e-10
@@ -26,12 +26,9 @@ def _torch_forward(spec: ModelSpec, weights: dict, x: np.ndarray) -> dict[str, n
     torch = pytest.importorskip("torch")
 
     params = {name: torch.from_numpy(np.asarray(value, np.float64)) for name, value in weights.items()}
-    out, outputs = torch.from_numpy(np.asarray(x, np.float64)), {}
     with torch.no_grad():
-        for layer in spec.layers:
-            out = torch_layer(layer, out, params)
-            outputs[layer.name] = out.numpy()
-    return outputs
+        values = torch_graph(spec, torch.from_numpy(np.asarray(x, np.float64)), params)
+    return {layer.name: value.numpy() for layer, value in zip(spec.layers, values)}
 
 
 def _relative(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,7 +40,7 @@ def _inputs(spec: ModelSpec, n: int, seed: int = 0) -> np.ndarray:
 
 
 def _registry_case(name: str):
-    spec = build_model(name, MODELS[name].channels)
+    spec = registry_spec(name)
     weights = randomise_batch_norm(spec, init_weights(spec, seed=0))
     return spec, weights, _inputs(spec, IMAGES.get(name, 8))
 

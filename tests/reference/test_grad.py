@@ -16,7 +16,7 @@ from harness.model.zoo import MODELS, build_model
 from harness.parity.modes import parity_spec
 from harness.reference.grad import backward, loss_and_gradients, rounding_widths, train_forward
 from harness.reference.optim import AdamRange, adam_step_bound, optimizer_step
-from tests.support import randomise_batch_norm
+from tests.support import randomise_batch_norm, registry_spec
 
 TOLERANCE = 1e-10  # float64 on both sides: only summation order differs
 # torch's float64 convolutions are slow: VGG11-BN with 2 images (BatchNorm at 1x1 needs N > 1) covers
@@ -27,14 +27,13 @@ IMAGES = {"vgg11-bn": 2}
 def _torch_pass(spec: ModelSpec, weights: dict, x: np.ndarray, y: np.ndarray):
     """torch float64 autograd of the same spec: loss, gradients, running statistics after the batch."""
     torch = pytest.importorskip("torch")
-    from tests.support import torch_layer
+    from tests.support import torch_graph
 
     trainable = set(spec.trainable_names())
     params = {name: torch.tensor(np.asarray(v, np.float64), requires_grad=name in trainable)
               for name, v in weights.items()}
-    out = torch.from_numpy(np.asarray(x, np.float64))
-    for layer in spec.layers:
-        out = torch_layer(layer, out, params, training=True)  # BatchNorm updates mean/var in place
+    # BatchNorm updates mean/var in place
+    out = torch_graph(spec, torch.from_numpy(np.asarray(x, np.float64)), params, training=True)[-1]
     loss = torch.nn.functional.cross_entropy(out, torch.from_numpy(np.asarray(y, np.int64)))
     loss.backward()
     grads = {name: params[name].grad.numpy() for name in spec.trainable_names()}
@@ -62,7 +61,7 @@ def _assert_matches_torch(spec: ModelSpec, weights: dict, x: np.ndarray, y: np.n
 
 @pytest.mark.parametrize("name", [name for name in MODELS if name != "vgg11"])
 def test_every_registry_model_matches_torch_autograd(name):
-    spec = parity_spec(build_model(name, MODELS[name].channels))
+    spec = parity_spec(registry_spec(name))
     weights = randomise_batch_norm(spec, init_weights(spec, seed=3))
     _assert_matches_torch(spec, weights, *_batch(spec, IMAGES.get(name, 6)))
 
