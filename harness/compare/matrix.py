@@ -25,6 +25,7 @@ from ..evaluators.base import Evaluator, Recorded
 from ..evaluators.float64 import Float64Evaluator
 from ..evaluators.native import NativeEvaluator
 from ..evaluators.onnxrt import OnnxEvaluator, graph_summary
+from ..model.resolve import initial_weights
 from ..model.spec import ModelSpec
 from ..model.weights import Weights, load_weights
 from ..runs.arrays import READ_ERRORS, read_arrays
@@ -215,6 +216,35 @@ def same_weights_pairs(spec: ModelSpec, dataset: Dataset, label: str, run: Loade
             + [Pair(a, b, tol, "probe", PROBE_IMAGES) for a, b, tol, _ in judged])
 
 
+def user_file_pairs(spec: ModelSpec, dataset: Dataset, config: RunConfig,
+                    backends: dict[str, Backend]) -> tuple[list[Pair], Weights]:
+    """For a model imported from the user's .onnx file: the file itself in ONNX Runtime against float64 and
+    against every backend, all running the file's own weights (the runs' initial weights), on the test images
+    and the probe inputs.
+
+    The runs' own exports are the harness's graphs; this pair checks the translation against the graph the
+    user exported, which is what a port must reproduce.
+
+    Returns:
+        The pairs (empty for a registry or JSON model) and the file's weights they share.
+    """
+    model = config.model.model
+    if not model.lower().endswith(".onnx"):
+        return [], {}
+    weights = initial_weights(model, spec, config.train.seed, 0, config.model_sha256)
+    source = f"the weights of {model}"
+    n, count, policy = len(dataset.test_x), _reference_count(spec, len(dataset.test_x)), policies()
+    user = OnnxEvaluator(Path(model), f"{Path(model).name}:onnxruntime")
+    ref = Float64Evaluator(spec, weights, "reference:float64[file weights]",
+                           f"harness float64 numpy forward with {source}")
+    judged = [(user, ref, policy.reference, count)]
+    for label, backend in backends.items():
+        native = NativeEvaluator.build(backend, spec, weights, f"{label}[file weights]", source)
+        judged += [(native, user, policy.cross, n), (native, ref, policy.reference, count)]
+    return ([Pair(a, b, tol, "test", size) for a, b, tol, size in judged]
+            + [Pair(a, b, tol, "probe", PROBE_IMAGES) for a, b, tol, _ in judged]), weights
+
+
 def trained_rows(m: Matrix, runs: dict[str, LoadedRun], controls: dict[str, LoadedRun]) -> None:
     """Accuracy band and prediction agreement of every pair of trained runs. Where run a has a control
     (a's config from initial weights one float32 step away), the agreement floor follows how much that
@@ -296,6 +326,11 @@ def cross_check(spec: ModelSpec, dataset: Dataset, runs: dict[str, LoadedRun | s
         others = {o: get_backend(other.info["backend"]) for o, other in ok.items() if o != name}
         m.add_pairs(same_weights_pairs(spec, dataset, name, run, others), run.weights)
         m.add_classes(name, f"{name}:native", run.predictions["logits_native"])
+    if ok:
+        first = next(iter(ok.values()))
+        pairs, weights = user_file_pairs(spec, dataset, first.config,
+                                         {name: get_backend(run.info["backend"]) for name, run in ok.items()})
+        m.add_pairs(pairs, weights)
     trained_rows(m, ok, controls or {})
     if len(ok) == 1 and len(runs) == 1:  # nothing to compare across frameworks: the port is not judged
         name = next(iter(ok))

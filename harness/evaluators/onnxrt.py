@@ -38,7 +38,12 @@ def run_session(sess, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) else batch_size
-    outputs = [sess.run(None, {name: np.ascontiguousarray(x[i:i + step])})[0] for i in range(0, len(x), step)]
+    outputs = []
+    for start in range(0, len(x), step):
+        chunk = np.ascontiguousarray(x[start:start + step], dtype=np.float32)
+        if isinstance(fixed, int) and len(chunk) < fixed:  # a user's export with a fixed batch: pad the last one
+            chunk = np.concatenate([chunk, np.zeros((fixed - len(chunk), *chunk.shape[1:]), np.float32)])
+        outputs.append(sess.run(None, {name: chunk})[0][:len(x) - start])
     return np.concatenate(outputs).astype(np.float32, copy=False)
 
 

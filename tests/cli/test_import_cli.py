@@ -116,6 +116,14 @@ def test_a_users_residual_net_passes_compare(both_backends, small_onnx, tmp_path
     assert code == 0, capsys.readouterr().out[-2000:]
     agreement = pd.read_csv(tmp_path / "rep" / "agreement.csv")
     same = agreement[agreement.kind == "same-weights"]
-    assert len(same) == 20 and same.passed.all()
-    assert same.evaluator_b.str.startswith("reference:float64").sum() == 12
+    assert len(same) == 30 and same.passed.all()
+    assert same.evaluator_b.str.startswith("reference:float64").sum() == 18
+    # The user's own file in ONNX Runtime, from its own weights: against float64 and both backends.
+    users = f"{small_onnx.name}:onnxruntime"
+    own = same[(same.evaluator_a == users) | (same.evaluator_b == users)]
+    assert set(zip(own.evaluator_a, own.evaluator_b)) == {
+        (f"{small_onnx.name}:onnxruntime", "reference:float64[file weights]"),
+        ("pytorch[file weights]", f"{small_onnx.name}:onnxruntime"),
+        ("mindspore[file weights]", f"{small_onnx.name}:onnxruntime")}
+    assert len(own) == 6 and (own.max_abs < 1e-5).all()
     assert (agreement.kind == "trained").sum() == 1 and agreement.passed.all()
