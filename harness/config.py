@@ -23,7 +23,7 @@ from pathlib import Path
 from .errors import HarnessError, one_line
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")
 FITS = ("auto", "pad", "resize")
 DECAY_SCOPES = ("all", "weights")
 
@@ -70,7 +70,8 @@ class TrainConfig:
     # 98.64-98.99% annealed, and the backends' predictions agreed on 99.10-99.53% vs 99.62-99.85% (README).
     schedule: str = "cosine"
     step_size: int = 1  # epochs between decays (step)
-    gamma: float = 0.1  # decay factor (step)
+    gamma: float = 0.1  # decay factor (step, multistep)
+    milestones: tuple[int, ...] = ()  # epochs at whose start the rate is multiplied by gamma (multistep)
     min_lr: float = 0.0  # floor (cosine)
     pct_start: float = 0.3  # onecycle
     div_factor: float = 25.0  # onecycle
@@ -109,6 +110,8 @@ class RunConfig:
         identity = {k: v for k, v in self.to_dict().items() if k not in ("backend", "device")}
         if identity["model_sha256"] is None:
             del identity["model_sha256"]  # a registry model's hash stays what it was before model files existed
+        if not identity["train"]["milestones"]:
+            del identity["train"]["milestones"]  # likewise for runs without a multistep schedule
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -126,6 +129,8 @@ def _coerce(key: str, value, annotation: str):
         if "None" in annotation:
             return None
         raise HarnessError(f"setting {key} cannot be empty; give a value")
+    if annotation.startswith("tuple"):
+        return _int_list(key, value)
     kinds = {"int": int, "float": float, "bool": bool, "str": str}
     kind = next(kinds[k] for k in ("bool", "int", "float", "str") if annotation.startswith(k))
     if kind is bool and not isinstance(value, bool):
@@ -137,6 +142,21 @@ def _coerce(key: str, value, annotation: str):
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise HarnessError(f"setting {key}={value!r} is not {kind.__name__}; expected a {kind.__name__}")
     return value
+
+
+def _int_list(key: str, value) -> tuple[int, ...]:
+    """A list of whole numbers from a TOML list or a flag's ``91,136``."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if isinstance(items, (list, tuple)):
+        try:
+            numbers = [int(item) if isinstance(item, str) else item for item in items]
+        except ValueError:
+            numbers = []
+        if len(numbers) == len(items) and all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+            return tuple(numbers)
+    shown = value if isinstance(value, str) else repr(value)
+    raise HarnessError(f"setting {key}={shown[:80]} is not a list of whole numbers; expected e.g. "
+                       f"{key} = [91, 136] in a file, --{key.replace('_', '-')} 91,136 as a flag")
 
 
 def build_config(settings: dict, model_sha256: str | None = None) -> RunConfig:
@@ -277,6 +297,13 @@ def validate(config: RunConfig) -> None:
     _require(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "beta1 and beta2 must be in [0, 1)")
     _require(t.eps > 0, f"eps={t.eps} must be > 0")
     _require(t.step_size >= 1 and 0 < t.gamma <= 1, "step schedule needs step_size >= 1 and 0 < gamma <= 1")
+    if t.schedule == "multistep":
+        _require(t.milestones and all(b > a for a, b in zip(t.milestones, t.milestones[1:]))
+                 and t.milestones[0] >= 1, f"multistep needs milestones: rising epochs >= 1 (e.g. 91,136), got "
+                 f"{list(t.milestones)}")
+    else:
+        _require(not t.milestones, f"milestones {list(t.milestones)} apply only to schedule multistep; "
+                 f"pass --schedule multistep or leave them out")
     _require(0 < t.pct_start < 1 and t.div_factor > 0 and t.final_div_factor > 0,
              "onecycle needs 0 < pct_start < 1, div_factor > 0, final_div_factor > 0")
     _require(d.fit in FITS, f"unknown fit {d.fit!r}; expected one of: {', '.join(FITS)}")

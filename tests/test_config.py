@@ -75,7 +75,7 @@ def test_wrong_types_are_rejected(settings, message):
     ({"nesterov": True, "dampening": 0.1}, "dampening=0.1"),
     ({"weight_decay": -1e-4}, "weight_decay=-0.0001 is negative"),
     ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; expected one of: sgd, adam, adamw"),
-    ({"schedule": "linear"}, "unknown schedule 'linear'; expected one of: constant, step, cosine, onecycle"),
+    ({"schedule": "linear"}, "unknown schedule 'linear'; expected one of: constant, step, multistep, cosine, onecycle"),
     ({"fit": "crop"}, "unknown fit 'crop'; expected one of: auto, pad, resize"),
     ({"limit_train": 0}, "limit_train=0 must be >= 1"),
     ({"pct_start": 1.0}, "onecycle needs 0 < pct_start < 1"),
@@ -98,8 +98,9 @@ CHANGES = {
     "epochs": 4, "batch_size": 32, "optimizer": "adam", "learning_rate": 0.02, "momentum": 0.8,
     "dampening": 0.1, "nesterov": True, "weight_decay": 5e-4, "decay_scope": "weights", "beta1": 0.8,
     "beta2": 0.99, "eps": 1e-7, "schedule": "onecycle", "step_size": 2, "gamma": 0.5, "min_lr": 1e-4,
-    "pct_start": 0.25, "div_factor": 10.0, "final_div_factor": 100.0, "seed": 1,
+    "pct_start": 0.25, "div_factor": 10.0, "final_div_factor": 100.0, "seed": 1, "milestones": (3,),
 }
+NEEDS = {"milestones": {"schedule": "multistep"}}  # a setting valid only beside another
 
 
 def test_config_hash_ignores_backend_and_device():
@@ -114,7 +115,7 @@ def test_config_hash_changes_with_every_other_setting():
     base = build_config({})
     hashes = {}
     for key, value in CHANGES.items():
-        changed = build_config({key: value})
+        changed = build_config({key: value, **NEEDS.get(key, {})})
         assert changed.flat()[key] == value
         hashes[key] = changed.config_hash
         assert hashes[key] != base.config_hash, key
@@ -122,7 +123,8 @@ def test_config_hash_changes_with_every_other_setting():
 
 
 def test_json_round_trip():
-    config = build_config({**{k: v for k, v in CHANGES.items() if k != "dampening"}, "backend": "mindspore"})
+    config = build_config({**{k: v for k, v in CHANGES.items() if k not in ("dampening", "milestones")},
+                           "backend": "mindspore"})
     again = config_from_json(json.dumps(config.to_dict()))
     assert again == config and again.config_hash == config.config_hash
     assert again.data.limit_train == 100 and again.backend == "mindspore"

@@ -106,6 +106,8 @@ class Parser(argparse.ArgumentParser):
 def _flag_type(annotation: str):
     if annotation.startswith("bool"):
         return None
+    if annotation.startswith("tuple"):
+        return str  # "91,136": config.py reads it as a list
     return next(t for n, t in (("int", int), ("float", float), ("str", str)) if annotation.startswith(n))
 
 

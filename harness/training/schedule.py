@@ -39,7 +39,8 @@ def learning_rates(train: TrainConfig, steps_per_epoch: int) -> np.ndarray:
     """The learning rate of every optimizer step of the run, float64, length epochs * steps_per_epoch.
 
     constant: ``learning_rate``; step: times ``gamma`` every ``step_size`` epochs
-    (StepLR stepped per epoch); cosine: CosineAnnealingLR over all steps down to
+    (StepLR stepped per epoch); multistep: times ``gamma`` at each epoch of ``milestones``
+    (MultiStepLR stepped per epoch); cosine: CosineAnnealingLR over all steps down to
     ``min_lr``; onecycle: OneCycleLR with ``learning_rate`` as max_lr.
     """
     total = train.epochs * steps_per_epoch
@@ -49,6 +50,9 @@ def learning_rates(train: TrainConfig, steps_per_epoch: int) -> np.ndarray:
     if train.schedule == "step":
         epoch = steps // steps_per_epoch
         return train.learning_rate * train.gamma ** (epoch // train.step_size)
+    if train.schedule == "multistep":
+        passed = np.searchsorted(np.asarray(train.milestones), steps // steps_per_epoch, side="right")
+        return train.learning_rate * train.gamma ** passed
     if train.schedule == "cosine":
         return train.min_lr + (train.learning_rate - train.min_lr) * (1 + np.cos(np.pi * steps / total)) / 2
     return _onecycle(train, total)

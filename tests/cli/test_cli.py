@@ -65,7 +65,7 @@ def test_run_help_names_each_default_and_the_choices():
     assert done.returncode == 0
     assert f"--batch-size BATCH_SIZE default: {train.batch_size} " in text
     assert f"--learning-rate LEARNING_RATE, --lr LEARNING_RATE default: {train.learning_rate} " in text
-    assert f"--schedule SCHEDULE default: {train.schedule}; one of constant, step, cosine, onecycle " in text
+    assert f"--schedule SCHEDULE default: {train.schedule}; one of constant, step, multistep, cosine, onecycle " in text
     assert f"--activation ACTIVATION default: the model's own; one of {', '.join(ACTIVATIONS)} " in text
     assert "--limit-train LIMIT_TRAIN default: all samples " in text
     assert "--backend BACKEND default: pytorch; one of pytorch, mindspore " in text

@@ -77,6 +77,45 @@ def test_step_matches_torch(epochs, steps, step_size, gamma):
     np.testing.assert_allclose(rates, 0.1 * gamma ** (epoch_of_step // step_size), rtol=1e-12)
 
 
+@pytest.mark.parametrize(("epochs", "steps", "milestones", "gamma"), [(6, 5, (2, 4), 0.1), (164, 3, (82, 123), 0.1),
+                                                                      (5, 2, (1,), 0.5), (3, 4, (7,), 0.1)])
+def test_multistep_matches_torch(epochs, steps, milestones, gamma):
+    train = train_config(schedule="multistep", epochs=epochs, learning_rate=0.1, milestones=list(milestones),
+                         gamma=gamma)
+    expected = torch_rates(lambda sched, opt: sched.MultiStepLR(opt, [m * steps for m in milestones], gamma=gamma),
+                           0.1, epochs * steps)
+    rates = learning_rates(train, steps)
+    np.testing.assert_allclose(rates, expected, rtol=1e-12, atol=0)
+    epoch_of_step = np.repeat(np.arange(epochs), steps)
+    drops = sum((epoch_of_step >= m).astype(int) for m in milestones)
+    np.testing.assert_allclose(rates, 0.1 * gamma ** drops, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"schedule": "multistep"}, r"multistep needs milestones: rising epochs >= 1 \(e.g. 91,136\), got \[\]"),
+    ({"schedule": "multistep", "milestones": [4, 2]}, r"got \[4, 2\]"),
+    ({"schedule": "multistep", "milestones": [0, 2]}, r"got \[0, 2\]"),
+    ({"milestones": [3]}, "milestones \\[3\\] apply only to schedule multistep"),
+    ({"schedule": "multistep", "milestones": "a,b"}, "milestones=a,b is not a list of whole numbers"),
+    ({"schedule": "multistep", "milestones": [1.5]}, r"milestones=\[1.5\] is not a list of whole numbers"),
+])
+def test_bad_milestones_are_one_line_errors(settings, message):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match=message):
+        build_config(settings)
+
+
+def test_milestones_keep_other_runs_hashes_and_read_back_from_flags():
+    # The field is new: a config without it must hash as before it existed (run folders stay reusable).
+    assert build_config({}).config_hash == "9bc84dca21963925"
+    flag = build_config({"schedule": "multistep", "milestones": "82,123"})
+    assert flag.train.milestones == (82, 123)
+    assert flag.config_hash == build_config({"schedule": "multistep", "milestones": [82, 123]}).config_hash
+    assert flag.config_hash != build_config({"schedule": "multistep", "milestones": [82, 124]}).config_hash
+    assert build_config(flag.flat()).train.milestones == (82, 123)  # as config.json reads back
+
+
 def test_constant():
     rates = learning_rates(train_config(schedule="constant", epochs=2, learning_rate=0.03), 7)
     assert rates.shape == (14,) and np.all(rates == 0.03)
