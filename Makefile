@@ -10,7 +10,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[mindspore,dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[mindspore,dev,ray]'
 	touch $(STAMP)
 
 demo: setup

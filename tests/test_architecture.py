@@ -24,7 +24,7 @@ RANKS = (
     ("harness.training",),
     ("harness.report",),
     ("harness.compare",),
-    ("harness.parity", "harness.bench"),
+    ("harness.parity", "harness.bench", "harness.sweep"),
     ("harness.cli",),
     ("harness.__main__",),
 )

@@ -11,10 +11,11 @@ import argparse
 import sys
 
 from ..errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, HarnessError
-from . import bench, compare, inventory, onnx_import, parity, run
+from . import bench, compare, inventory, onnx_import, parity, run, sweep
 from .settings import Parser
 
-COMMANDS = (run, compare, parity, inventory, onnx_import, bench)  # each registers its subcommands, in help order
+# Each registers its subcommands, in help order.
+COMMANDS = (run, compare, parity, inventory, onnx_import, bench, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:

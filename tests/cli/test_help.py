@@ -38,7 +38,7 @@ def _help(parsers, prog: str) -> str:
 
 
 def test_every_command_is_reached(parsers):
-    assert {"harness run", "harness compare", "harness report", "harness parity", "harness bench",
+    assert {"harness run", "harness compare", "harness report", "harness sweep", "harness parity", "harness bench",
             "harness list", "harness data", "harness data download", "harness import"} <= set(parsers)
 
 
@@ -102,9 +102,13 @@ def test_a_mistyped_flag_suggests_the_closest_and_names_the_subcommands_help(cap
     assert _error(capsys, "run", "--xyzzy").endswith("--xyzzy (see `harness run --help`)")  # nothing close
 
 
+# In help order: each command module registers its own (harness.cli.main.COMMANDS).
+SUBCOMMANDS = "run, compare, report, parity, list, data, import, bench, sweep"
+
+
 def test_a_mistyped_subcommand_or_choice_suggests_the_closest(capsys):
     err = _error(capsys, "compre")
-    assert "harness has no subcommand 'compre' (valid: run, compare, report, parity, list, data, import, bench)" in err
+    assert f"harness has no subcommand 'compre' (valid: {SUBCOMMANDS})" in err
     assert err.endswith("; did you mean compare? (see `harness --help`)")
     assert _error(capsys, "data", "downlod").endswith("did you mean download? (see `harness data --help`)")
     err = _error(capsys, "parity", "--mode", "lock")
@@ -113,7 +117,7 @@ def test_a_mistyped_subcommand_or_choice_suggests_the_closest(capsys):
 
 def test_a_missing_subcommand_lists_the_valid_ones(capsys):
     assert _error(capsys, "data") == "error: harness data needs a subcommand: download (see `harness data --help`)"
-    assert _error(capsys).startswith("error: harness needs a subcommand: run, compare, report, parity, list, data, import, bench")
+    assert _error(capsys).startswith(f"error: harness needs a subcommand: {SUBCOMMANDS}")
 
 
 def test_list_reads_in_80_columns_and_cuts_no_name_or_path(tmp_path):

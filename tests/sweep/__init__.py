@@ -1,0 +1,1 @@
+"""`harness sweep`: sweep files, statistics across seeds, packed run folders, local and Ray executors."""
