@@ -45,9 +45,9 @@ def register(commands) -> None:
     bench.add_argument("--batch-sizes", default="1,64,256", help="comma-separated (default 1,64,256)")
     bench.add_argument("--repeats", type=int, default=3,
                        help="timed runs per measurement; the median is reported (default 3)")
-    bench.add_argument("--steps", type=int, help="timed steps per measurement (default 200; 5 for VGG)")
+    bench.add_argument("--steps", type=int, help="timed steps per measurement (default 200; 5 for VGG, ResNet, MobileNetV2)")
     bench.add_argument("--warmup", type=int,
-                       help="untimed steps first, graph compilation included (default 5; 2 for VGG)")
+                       help="untimed steps first, graph compilation included (default 5; 2 for VGG, ResNet, MobileNetV2)")
     bench.add_argument("--dataset", help="default: mnist (cifar10 for 3-channel models) if found, else synthetic; "
                        f"one of {', '.join(DATASETS)}")
     bench.add_argument("--device", default="cpu", help=f"device of every backend (default cpu); {DEVICE_HELP}")
