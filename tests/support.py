@@ -154,6 +154,11 @@ def residual_depthwise_spec(dropout: float = 0.0, channels: int = 3, size: int =
     return ModelSpec("residual-depthwise", (channels, size, size), classes, tuple(layers))
 
 
+# ResNet-18 and MobileNetV2 add no layer kind to ResNet-20's (their depthwise convs and ReLU6 are in
+# residual_depthwise_spec, which tests/backends/test_graph_models.py runs everywhere): the costliest
+# registry-wide tests (MindSpore compiles of 68 and 153 layers) leave them out.
+HEAVY_MODELS = ("resnet18", "mobilenetv2")
+
 # The graph models end in global average pooling, so they build at any size: the registry-wide tests run them
 # at 8x8 (1/16 of their 32x32 arithmetic; ResNet-18 and MobileNetV2 reach 1x1), the chains at their own sizes.
 SMALL_SIZES = {"resnet20": 8, "resnet18": 8, "mobilenetv2": 8}

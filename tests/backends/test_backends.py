@@ -12,7 +12,7 @@ from harness.model.weights import init_weights
 from harness.model.zoo import MODELS, build_model
 from harness.reference.grad import train_forward
 from harness.training.schedule import decayed_names
-from tests.support import registry_spec
+from tests.support import HEAVY_MODELS, registry_spec
 
 ONNX_ATOL = 1e-5
 
@@ -45,7 +45,7 @@ def test_weights_round_trip_bit_identical(backend, name):
     assert sum(got[n].size for n in spec.trainable_names()) == spec.num_params
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", [name for name in MODELS if name not in HEAVY_MODELS])
 def test_one_training_step_changes_weights(backend, name):
     spec, model = _built(backend, name)
     x, y = _batch(spec, 4)
@@ -69,7 +69,7 @@ def test_dropout_masks_follow_the_run_seed(backend):
     assert losses(1) != first  # the masks (the only random thing here) follow the seed
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", [name for name in MODELS if name not in HEAVY_MODELS])
 def test_onnx_export_is_valid_and_matches_native(backend, name, tmp_path):
     spec, model = _built(backend, name)
     path = backend.export_onnx(model, tmp_path / "model.onnx")
