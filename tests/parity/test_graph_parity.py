@@ -7,20 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.compare.divergence import describe_divergence
 from harness.config import TrainConfig, build_config
 from harness.data.fit import prepare
 from harness.data.registry import load_raw
-from harness.evaluators.float64 import Float64Evaluator
 from harness.model.spec import (Activation, Add, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool, Linear,
                                 ModelSpec, Pool)
 from harness.model.weights import init_weights
 from harness.model.zoo import build_model
 from harness.parity.modes import Side, check, divergence, parity_spec
 from harness.parity.spread import LockstepReference, decision_inputs, normalised_biases
-from harness.reference.forward import forward, run_graph
+from harness.reference.forward import forward
 from harness.reference.grad import train_forward
-from harness.reference.layers import apply_layer
 from tests.support import randomise_batch_norm, residual_depthwise_spec
 
 pytestmark = pytest.mark.parity
@@ -146,35 +143,3 @@ def test_synchronised_and_lockstep_steps_of_a_graph(both_backends, optimizer, le
         params = {row["param"] for row in rows if row["mode"] == mode}
         assert set(parity_spec(GRAPH).param_shapes()) <= params, mode  # every tensor, running statistics too
     assert all(np.isfinite(row["rel64_a"]) and np.isfinite(row["rel64_b"]) for row in rows if "rel64_a" in row)
-
-
-def test_divergence_search_names_a_graph_layer_and_its_kind():
-    spec = parity_spec(GRAPH)
-    weights = randomise_batch_norm(spec, init_weights(spec, seed=0))
-    x = np.random.default_rng(0).standard_normal((8, *spec.input_shape)).astype(np.float32)
-    referee = Float64Evaluator(spec, weights, "reference:float64", "the harness")
-    names = [layer.name for layer in spec.layers]
-
-    class Faulty:  # an evaluator whose layer `at` is off by `error`, carried down every path from it
-        name, provenance, exact, has_layers = "fake:native", "a test", False, True
-
-        def __init__(self, at: str, error: float) -> None:
-            self.at, self.error = at, error
-
-        def activations(self, xs):
-            def apply(layer, inputs):
-                return apply_layer(layer, weights, *inputs) + (self.error if layer.name == self.at else 0.0)
-
-            values = run_graph(spec, xs.astype(np.float64), apply, keep=True)
-            return {layer.name: value for layer, value in zip(spec.layers, values[1:])}
-
-    for at, kind in (("b2_dw", "depthwise conv"), ("g2", "conv, groups=2")):
-        if at == "g2":  # a larger fc, so that g2's error, averaged by the pooling, still crosses at the logits
-            weights["fc.weight"] = 8 * weights["fc.weight"]
-            referee = Float64Evaluator(spec, weights, "reference:float64", "the harness")
-        found = describe_divergence(spec, weights, x, Faulty(at, 9e-5), referee)
-        # Under the tolerance where it enters, over it further down (the depthwise conv's: after its BatchNorm).
-        assert names.index(found.split(" ")[0]) > names.index(at), found
-        assert found.endswith(f"; largest own error: {at} ({kind}) in fake:native, 9.00e-05 from float64 on its "
-                              "own input"), found
-        assert describe_divergence(spec, weights, x, Faulty(at, 2e-4), referee) == f"{at} (max_abs 2.00e-04)"
