@@ -8,10 +8,14 @@ is a one-line ``BackendUnavailable``, not an ImportError.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import inspect
+import math
 from pathlib import Path
-from typing import Any, Protocol
+from types import ModuleType
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
@@ -107,6 +111,90 @@ class Backend(Protocol):
         """Compute with ``count`` CPU threads from now on (process-wide; before the first kernel)."""
 
 
+class PortSupport(Protocol):
+    """What ``harness port`` needs of a framework beyond the Backend protocol: a user's own model, read and run
+    (``backends/<name>/port.py``; module-level functions, and ``PortBackend``: the Backend protocol on the
+    user's model, which stands in for the registered backend while a port runs, see ``standing_in``)."""
+
+    FRAMEWORK: str  # what the console calls the framework: "torch", "mindspore"
+    MODEL_CLASS: str  # what a factory must return, for error messages
+
+    def is_model(self, obj: Any) -> bool:
+        """Whether ``obj`` is a model of this framework."""
+
+    def recording_lines(self, folder: Path) -> contextlib.AbstractContextManager[dict[int, str]]:
+        """While open, note the line of a file in ``folder`` that made each layer: ``id(layer) -> "file.py:12"``."""
+
+    def trace(self, model: Any, x: np.ndarray, lines: dict[int, str] | None = None, train: bool = False,
+              keep_values: bool = True, dropout: bool = True) -> tuple[list[dict], np.ndarray | None, str | None]:
+        """Every layer call in execution order (name, type, line, settings, tensors, shapes, output), the logits,
+        and the error that stopped the forward (None when it ran)."""
+
+    def tensors(self, model: Any) -> dict[str, np.ndarray]:
+        """Every tensor of the model (running statistics included) as float32 numpy, by the user's names."""
+
+    def trainable(self, model: Any) -> set[str]:
+        """The user's names of the tensors an optimizer updates."""
+
+    def load_tensors(self, model: Any, arrays: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the model's tensors of those names."""
+
+    def export(self, model: Any, path: Path, input_shape: tuple[int, ...]) -> Path:
+        """The model as ONNX (input ``x``, output ``logits``, dynamic batch), or HarnessError."""
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """'same' padding of one axis as both frameworks compute it: (before, after), the odd pixel after."""
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def user_line(root: str) -> str | None:
+    """``"file.py:12"`` of the innermost caller in folder ``root`` (not a site-packages file): which line of
+    a user's file made the layer whose ``__init__`` is running (``PortSupport.recording_lines``)."""
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if filename.startswith(root) and "site-packages" not in filename:
+                return f"{Path(filename).name}:{frame.f_lineno}"
+            frame = frame.f_back
+        return None
+    finally:
+        del frame  # a frame holds its locals: break the cycle now
+
+
+# name -> the module that reads and runs a user's own model of that framework (``harness port``).
+PORTS: dict[str, str] = {"pytorch": "harness.backends.pytorch.port", "mindspore": "harness.backends.mindspore.port"}
+# Backend objects that stand in for registered ones (``standing_in``): get_backend gives these first.
+_STAND_INS: dict[str, Backend] = {}
+
+
+@contextlib.contextmanager
+def standing_in(backends: dict[str, Backend]) -> Iterator[None]:
+    """Within the block, ``get_backend(name)`` gives the object given for each name instead of the registered
+    backend: ``harness port`` runs the harness's own training, checks and parity on a user's models through
+    them, under the registered names. The previous stand-ins come back afterwards (blocks nest)."""
+    previous = dict(_STAND_INS)
+    _STAND_INS.update(backends)
+    try:
+        yield
+    finally:
+        _STAND_INS.clear()
+        _STAND_INS.update(previous)
+
+
+def get_port(name: str) -> PortSupport | ModuleType:
+    """The port support of backend ``name`` (``PortSupport``), imported lazily.
+
+    Raises:
+        HarnessError: no backend of that name.
+        BackendUnavailable: its framework is not installed.
+    """
+    get_backend(name)  # the same one-line errors for an unknown name or a missing framework
+    return importlib.import_module(PORTS[name])
+
+
 def backend_names() -> list[str]:
     """Every known backend, installed or not."""
     return list(BACKENDS)
@@ -124,6 +212,8 @@ def get_backend(name: str) -> Backend:
         HarnessError: the name is unknown (listing the known ones).
         BackendUnavailable: its framework is not installed (saying how to install it).
     """
+    if name in _STAND_INS:
+        return _STAND_INS[name]
     if name not in BACKENDS:
         raise HarnessError(f"unknown backend {name!r}; expected one of: {', '.join(BACKENDS)}")
     module_name, package, install = BACKENDS[name]

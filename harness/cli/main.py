@@ -1,4 +1,4 @@
-"""The command line: ``harness run | compare | report | parity | list | data | bench``.
+"""The command line: ``harness run | compare | report | parity | port | list | data | import | bench | sweep``.
 
 Each command is a module of this package with a ``register`` function. User and environment
 errors (HarnessError, bad flags) print one line and exit 2; Ctrl-C exits 130; anything else is
@@ -11,11 +11,11 @@ import argparse
 import sys
 
 from ..errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, HarnessError
-from . import bench, compare, inventory, onnx_import, parity, run, sweep
+from . import bench, compare, inventory, onnx_import, parity, port, run, sweep
 from .settings import Parser
 
 # Each registers its subcommands, in help order.
-COMMANDS = (run, compare, parity, inventory, onnx_import, bench, sweep)
+COMMANDS = (run, compare, parity, port, inventory, onnx_import, bench, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:

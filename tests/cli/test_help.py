@@ -38,8 +38,8 @@ def _help(parsers, prog: str) -> str:
 
 
 def test_every_command_is_reached(parsers):
-    assert {"harness run", "harness compare", "harness report", "harness sweep", "harness parity", "harness bench",
-            "harness list", "harness data", "harness data download", "harness import"} <= set(parsers)
+    assert {"harness run", "harness compare", "harness report", "harness sweep", "harness parity", "harness port",
+            "harness bench", "harness list", "harness data", "harness data download", "harness import"} <= set(parsers)
 
 
 def test_help_lists_the_valid_models_and_datasets(parsers):
@@ -103,7 +103,7 @@ def test_a_mistyped_flag_suggests_the_closest_and_names_the_subcommands_help(cap
 
 
 # In help order: each command module registers its own (harness.cli.main.COMMANDS).
-SUBCOMMANDS = "run, compare, report, parity, list, data, import, bench, sweep"
+SUBCOMMANDS = "run, compare, report, parity, port, list, data, import, bench, sweep"
 
 
 def test_a_mistyped_subcommand_or_choice_suggests_the_closest(capsys):
