@@ -180,8 +180,10 @@ def _check_config(config: RunConfig) -> None:
     for section, cls in SECTIONS.items():
         for f in fields(cls):
             value = getattr(getattr(config, section), f.name)
-            kind = {"int": int, "float": float, "bool": bool, "str": str}[str(f.type).split(" ")[0]]
+            kinds = {"int": int, "float": float, "bool": bool, "str": str, "tuple[int,": tuple}
+            kind = kinds[str(f.type).split(" ")[0]]
             assert (value is None and "None" in str(f.type)) or type(value) is kind, (f.name, value)
+            assert kind is not tuple or all(type(item) is int for item in value), (f.name, value)
     assert config_from_json(json.dumps(config.to_dict())) == config
 
 

@@ -59,8 +59,10 @@ def test_synchronised_steps_every_model(both_backends, name, optimizer, monkeypa
     # The divergence search has its own tests (below); skipping it here keeps the VGG cases affordable.
     rows = _check(name, 2, ["synchronised"], search=False, optimizer=optimizer, learning_rate=lr)
     assert rows and not _failures(rows), _failures(rows)[:3]
-    worst = max(r["rel"] for r in rows if r["mode"] == "synchronised")
-    assert worst <= policies().step.update_rel
+    # Where no ReLU or max-pool decision was undecidable, the plain budget holds without float32's spread
+    # (MobileNetV2 at 8x8, batch 8, has some: its BatchNorms at 1x1 normalise over 8 values).
+    plain = [r["rel"] for r in rows if r["mode"] == "synchronised" and not r["undecided"]]
+    assert max(plain, default=0.0) <= policies().step.update_rel
 
 
 OPTIMIZER_CASES = {
