@@ -114,16 +114,31 @@ def load_bench_data(model: str, dataset: str, data_dir: Path | None, synthetic_i
 
 @dataclass(frozen=True)
 class Plan:
-    """How one batch size is timed: ``epochs`` passes over the first ``images`` images, no partial batch."""
+    """How one batch size is timed: ``epochs`` passes over ``images`` images from image ``start`` of the pool,
+    no partial batch."""
 
     batch_size: int
     images: int
     epochs: int
+    pool: int = 0  # the images windows are taken from (``window``); 0: only the first ``images``
+    start: int = 0
 
     @property
     def steps(self) -> int:
         """Steps timed per measurement."""
         return self.epochs * self.images // self.batch_size
+
+    def window(self, index: int) -> "Plan":
+        """The same plan on the ``index``-th run of ``images`` images of the pool, cycling where the pool ends.
+
+        Each timed repeat takes the next window, so the models keep meeting images they have not fitted, as in a
+        run. A model that fits its images stops learning, and its momentum buffers decay through the subnormal
+        floats, where CPU arithmetic is slow: MindSpore's simple-cnn at batch 1 on 2,048 synthetic images (fitted
+        within ~400 steps) held 600,000 subnormal momentum values after 800 steps and took 45 ms a step
+        instead of 2.6.
+        """
+        windows = max(self.pool // self.images, 1)
+        return dataclasses.replace(self, start=(index % windows) * self.images)
 
 
 def make_plan(pool: int, batch_size: int, steps: int) -> Plan:
@@ -133,7 +148,7 @@ def make_plan(pool: int, batch_size: int, steps: int) -> Plan:
     if per_epoch == 0:
         raise HarnessError(f"batch size {batch_size} is larger than the {pool} training images; "
                            "use a smaller --batch-sizes value or a larger --dataset")
-    return Plan(batch_size, per_epoch * batch_size, math.ceil(steps / per_epoch))
+    return Plan(batch_size, per_epoch * batch_size, math.ceil(steps / per_epoch), pool)
 
 
 class _WarmTrainer:
@@ -168,33 +183,49 @@ class Subject:
         self.threads = self.backend.threads()
         self.train_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
         self.versions = self.backend.versions()  # after the first build: MindSpore settles its ISA cap there
-        config = self.config(1, 1)
-        decayed = decayed_names(spec, config.train.decay_scope)
-        trainer = self.backend.make_trainer(self.train_model, config.train, decayed)
-        self.harness = _WarmTrainer(self.backend, trainer)
-        bare_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
-        self.bare = self.backend.bare_loop(bare_model, data.train_x, data.train_y, SETTINGS["learning_rate"],
-                                           SETTINGS["momentum"])
+        self.bare_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
+        self.restart()
         self.infer_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
         onnx_path = self.backend.export_onnx(self.infer_model, workdir / f"{name}-{spec.name}.onnx")
         self.session = session(onnx_path, threads=threads)
+
+    def restart(self) -> None:
+        """Both training models at the initial weights again, each with a new optimizer (the harness's trainer
+        and the bare loop), so every batch size is timed from the same start as the first.
+
+        Carried over, batch 64 inherited a thousand steps at batch 1 and whatever state they left, such as
+        momentum buffers of stalled units decaying through the slow subnormal floats (``Plan.window``); with
+        Dropout the two models' paths differ, so they need not pass through it together. MindSpore simple-cnn at
+        batch 64 after batch 1 read harness/bare 0.68 (harness 1,834-3,130 images/s over 5 repeats), 1.05 in a
+        process of its own.
+        """
+        weights = initial_weights(self.spec.name, self.spec, SETTINGS["seed"])  # bench's models are registry names
+        for model in (self.train_model, self.bare_model):
+            self.backend.set_weights(model, weights)
+        config = self.config(1, 1)
+        decayed = decayed_names(self.spec, config.train.decay_scope)
+        self.harness = _WarmTrainer(self.backend, self.backend.make_trainer(self.train_model, config.train, decayed))
+        self.bare = self.backend.bare_loop(self.bare_model, self.data.train_x, self.data.train_y,
+                                           SETTINGS["learning_rate"], SETTINGS["momentum"])
 
     def config(self, batch_size: int, epochs: int):
         """The run settings of the harness loop (the bare loops use the same optimizer settings)."""
         return build_config({"model": self.spec.name, "backend": self.name, "device": self.device,
                              "batch_size": batch_size, "epochs": epochs, **SETTINGS})
 
-    def _subset(self, images: int) -> Dataset:
+    def _subset(self, window: slice) -> Dataset:
         d = self.data
-        return dataclasses.replace(d, train_x=d.train_x[:images], train_y=d.train_y[:images],
+        return dataclasses.replace(d, train_x=d.train_x[window], train_y=d.train_y[window],
                                    test_x=d.test_x[:EVAL_IMAGES], test_y=d.test_y[:EVAL_IMAGES])
 
     def timers(self, plan: Plan) -> dict[str, Callable[[], float]]:
         """Phase -> a function that runs ``plan`` once and returns the seconds its steps took."""
-        data, b, x = self._subset(plan.images), plan.batch_size, self.data.train_x[:plan.images]
+        window = slice(plan.start, plan.start + plan.images)
+        data, b, x = self._subset(window), plan.batch_size, self.data.train_x[window]
         config = self.config(b, plan.epochs)
-        # The bare loop walks the harness's own epoch orders, so both see the same batches.
-        order = np.concatenate([epoch_permutation(plan.images, SETTINGS["seed"], e) for e in range(plan.epochs)])
+        # The bare loop walks the harness's own epoch orders over the same window, so both see the same batches.
+        order = plan.start + np.concatenate([epoch_permutation(plan.images, SETTINGS["seed"], e)
+                                             for e in range(plan.epochs)])
         return {
             "train": lambda: train(self.harness, self.train_model, self.spec, data, config, quiet=True).train_seconds,
             "train-bare": lambda: self.bare.run(order, b),
@@ -259,7 +290,6 @@ def measure(subject: Subject, plan: Plan, repeats: int, warmup: int, progress: P
     """
     for timer in subject.timers(make_plan(plan.images, plan.batch_size, warmup)).values():
         timer()  # same shapes as the timed runs: MindSpore compiles every graph here
-    timers = subject.timers(plan)
     meter = LoadMeter().start()
     seconds: dict[str, list[float]] = {phase: [] for phase in PHASES}
     peaks = dict.fromkeys(PHASES, 0.0)
@@ -269,6 +299,7 @@ def measure(subject: Subject, plan: Plan, repeats: int, warmup: int, progress: P
     # 0.84-0.93 that way and 1.01 alone, both on a quiet machine.
     for pair in COMPARED_PAIRS:
         for repeat in range(repeats):
+            timers = subject.timers(plan.window(repeat + 1))  # both phases of a repeat on the same images
             for phase in pair if repeat % 2 == 0 else pair[::-1]:
                 scope = "measurement" if _reset_peak_rss() else "process"
                 seconds[phase].append(timers[phase]())
@@ -297,7 +328,9 @@ def run_bench(settings: BenchSettings, progress: Callable[[list[dict]], None] = 
                 Progress(f"bench {name} {model}", quiet=settings.quiet).line(
                     f"building 3 models of {spec.name} on {dataset}, exporting ONNX")
                 subject = Subject(name, spec, data, settings.device, Path(workdir), settings.threads)
-                for plan in plans:
+                for index, plan in enumerate(plans):
+                    if index:
+                        subject.restart()  # each batch size from the initial weights (its warm-up compiles anew)
                     timed = settings.repeats * len(PHASES)
                     with Progress(f"bench {name} {model} b{plan.batch_size}", timed, settings.quiet) as bar:
                         bar.line(f"warming up ({warmup} steps), then {settings.repeats} repeats of {len(PHASES)} "

@@ -71,6 +71,14 @@ def test_plans_time_whole_batches_and_cycle_a_small_pool():
     assert default_counts("vgg11")[0] < default_counts("lenet5")[0]
 
 
+def test_each_repeat_takes_the_next_window_of_the_pool_and_cycles():
+    plan = make_plan(1_000, 10, 30)  # 300 images a measurement: three windows in the pool
+    starts = [plan.window(index).start for index in range(1, 8)]
+    assert starts == [300, 600, 0, 300, 600, 0, 300]
+    assert {plan.window(index).steps for index in range(5)} == {plan.steps}
+    assert make_plan(100, 64, 3).window(4).start == 0  # a pool of one window stays on it
+
+
 def test_each_compared_pair_is_timed_apart_in_alternating_order(monkeypatch):
     calls = []
 
