@@ -15,7 +15,7 @@ import inspect
 import math
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -37,6 +37,17 @@ class Trainer(Protocol):
 
     def step(self, x: np.ndarray, y: np.ndarray, learning_rate: float) -> float:
         """One optimizer step on a batch (train mode); returns the mean cross-entropy loss."""
+
+    def preparer(self) -> Callable[[np.ndarray, np.ndarray], Any]:
+        """What turns the host batches of the coming steps, in order, into this trainer's step inputs; it may run
+        on another thread while a step runs (the loop makes the next batch there). ``step(x, y, lr)`` is
+        ``step_prepared(preparer()(x, y), lr)``."""
+
+    def step_prepared(self, prepared: Any, learning_rate: float) -> float:
+        """``step`` on inputs made by ``preparer()``, taken in the order they were made; returns the loss."""
+
+    def prepare_ahead(self) -> bool:
+        """Whether making the next batch on another thread, beside this trainer's compute, gains time."""
 
     def state(self) -> dict[str, np.ndarray]:
         """Optimizer state by canonical names (``<param>.momentum_buffer``, ``.exp_avg``, ``.exp_avg_sq``, ``step``)."""

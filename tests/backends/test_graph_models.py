@@ -131,7 +131,7 @@ def test_mindspore_dropout_masks_land_on_the_named_layer():
     pytest.importorskip("mindspore")
     torch = pytest.importorskip("torch")
     from harness.backend import get_backend
-    from harness.backends.mindspore.trainer import dropout_masks
+    from harness.backends.mindspore.trainer import mask_arrays
 
     backend = get_backend("mindspore")
     model, weights = _built(backend, GRAPH, seed=4)
@@ -143,7 +143,7 @@ def test_mindspore_dropout_masks_land_on_the_named_layer():
     drop = next(index for index, layer in enumerate(GRAPH.layers) if isinstance(layer, Dropout))
     for step, lr in enumerate((0.1, 0.05)):
         x, y = _batch(GRAPH, 4, seed=10 + step)
-        masks = [m.asnumpy() for m in dropout_masks(GRAPH, train.seed, step, len(x))]
+        masks = mask_arrays(GRAPH, train.seed, step, len(x))
         assert [m.shape for m in masks] == [(4, *GRAPH.output_shapes[drop])]
         assert 0.15 < (masks[0] == 0).mean() < 0.35 and set(np.unique(masks[0])) == {0, np.float32(1 / 0.75)}
         logits = torch_graph(GRAPH, torch.from_numpy(x.astype(np.float64)), params, training=True, masks=masks)[-1]

@@ -1,0 +1,115 @@
+"""The loop's speed-ups change nothing: batches made ahead on a background thread, torch.optim's foreach update and
+MindSpore's compiled graph run without ``Cell.__call__`` give the same weights, byte for byte, as the loop until
+2026-12-05 (each batch made on the stepping thread just before its step, torch's per-tensor update loop,
+``Cell.__call__`` every step); and the background thread never outlives its epoch."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from harness.backend import get_backend
+from harness.config import build_config
+from harness.data.batches import steps_per_epoch
+from harness.model.resolve import run_initial_weights
+from harness.runs.arrays import read_arrays
+from harness.training import loop
+from harness.training.run import execute, load_data
+from harness.training.schedule import decayed_names, learning_rates
+
+
+def _config(backend: str, model: str, optimizer: str):
+    # 200 images at batch 32: six full batches and a partial one per epoch (two graphs, taken in turn);
+    # simple-cnn has a Dropout, and its augmentation draws come from the stream the background thread advances.
+    return build_config({"backend": backend, "model": model, "dataset": "synthetic", "limit_train": 200,
+                         "limit_test": 40, "epochs": 2, "batch_size": 32, "augment": model == "simple-cnn",
+                         "optimizer": optimizer, "weight_decay": 0.01 if optimizer == "adamw" else 0.0})
+
+
+def _as_until_now(trainer) -> None:
+    """The trainer's own speed-ups off: torch.optim's per-tensor loop; ``Cell.__call__`` on every MindSpore step."""
+    if hasattr(trainer, "run_cell"):
+        trainer.run_cell = trainer.cell
+    else:
+        for group in trainer.optimizer.param_groups:
+            group["foreach"] = False
+
+
+def _stepped_by_hand(config) -> dict[str, np.ndarray]:
+    """The loop as it was: each host batch made just before its step and handed to ``Trainer.step`` with the
+    schedule's rate, nothing ahead, nothing on another thread, and the trainer's speed-ups off."""
+    backend, t = get_backend(config.backend), config.train
+    spec, dataset = load_data(config, None)
+    model = backend.build(spec, "cpu")
+    backend.set_weights(model, run_initial_weights(config, spec))
+    trainer = backend.make_trainer(model, t, decayed_names(spec, t.decay_scope))
+    _as_until_now(trainer)
+    rates = iter(learning_rates(t, steps_per_epoch(len(dataset.train_x), t.batch_size)))
+    for epoch in range(t.epochs):
+        for xb, yb in dataset.train_batches(t.batch_size, t.seed, epoch, augment=config.data.augment):
+            trainer.step(xb, yb, float(next(rates)))
+    return backend.get_weights(model)
+
+
+@pytest.mark.parametrize("model, optimizer", [("lenet5", "sgd"), ("simple-cnn", "sgd"), ("lenet5", "adamw")])
+def test_the_loop_writes_the_weights_it_wrote_before_its_speed_ups(backend_name, model, optimizer, tmp_path,
+                                                                    monkeypatch):
+    config = _config(backend_name, model, optimizer)
+    # Made ahead whatever this machine's cores and threads would choose (PyTorch on all cores makes them in line).
+    monkeypatch.setattr(loop._Loop, "ahead_by", lambda self, batch_bytes: 1)
+    written = read_arrays(execute(config, tmp_path, quiet=True).run_dir / "weights.npz")
+    by_hand = _stepped_by_hand(config)
+    assert set(written) == set(by_hand)
+    for name, value in by_hand.items():
+        np.testing.assert_array_equal(written[name], value, err_msg=name)
+
+
+class _Trainer:
+    def __init__(self, ahead: bool) -> None:
+        self.ahead = ahead
+
+    def preparer(self):
+        return lambda x, y: (x, y)
+
+    def step_prepared(self, prepared, learning_rate: float) -> float:
+        return 0.0
+
+    def prepare_ahead(self) -> bool:
+        return self.ahead
+
+
+def test_batches_go_ahead_only_where_the_trainer_gains_and_they_are_big_enough():
+    big, small = loop.PREFETCH_MIN_BYTES, loop.PREFETCH_MIN_BYTES - 1
+    assert loop._Loop(None, None, _Trainer(True), None).ahead_by(big) == loop.PREFETCH_BATCHES >= 1
+    assert loop._Loop(None, None, _Trainer(True), None).ahead_by(small) == 0
+    assert loop._Loop(None, None, _Trainer(False), None).ahead_by(big) == 0
+
+
+def _items(count: int, fail_at: int | None = None):
+    for i in range(count):
+        if i == fail_at:
+            raise ValueError(f"item {i} could not be made")
+        yield i
+
+
+def test_ahead_yields_every_item_in_order_and_raises_where_the_producer_failed():
+    for depth in (0, 1, 3):
+        with loop._Ahead(_items(50), depth) as ahead:
+            assert list(ahead) == list(range(50))
+        seen = []
+        with pytest.raises(ValueError, match="item 7 could not be made"):
+            with loop._Ahead(_items(50, fail_at=7), depth) as ahead:
+                seen.extend(ahead)
+        assert seen == list(range(7))
+
+
+def test_leaving_early_stops_the_background_thread():
+    before = {t.ident for t in threading.enumerate()}
+    with loop._Ahead(_items(10_000), 1) as ahead:
+        for item in ahead:
+            if item == 3:
+                break
+    assert {t.ident for t in threading.enumerate()} <= before
+
