@@ -23,6 +23,7 @@ from ..backend import backend_names, get_backend
 from ..config import RunConfig
 from ..data.batches import steps_per_epoch
 from ..data.fit import Dataset, prepare
+from ..data.locate import LAYOUTS, search_dataset
 from ..data.registry import load_raw
 from ..errors import DISK_ERRNOS, HarnessError, RunInterrupted, write_failed
 from ..evaluators.base import EVAL_BATCH_SIZE
@@ -46,15 +47,56 @@ class RunOutcome:
     summary: dict
 
 
+# The last (spec, data) load_data made in this process, by what it was made from: `harness compare` trains two
+# backends and a control of one config and then judges them, and read and prepared the same data four times.
+_LAST_LOADED: dict[tuple, tuple[ModelSpec, Dataset]] = {}
+
+
+def _files_stamp(path: Path) -> tuple:
+    """Name, size and modification time of a file, or of each file in a folder: a change to any is a new key."""
+    files = [path] if path.is_file() else sorted(child for child in path.iterdir() if child.is_file())
+    return tuple((str(file.resolve()), stat.st_size, stat.st_mtime_ns) for file in files for stat in [file.stat()])
+
+
+def _load_key(config: RunConfig, data_dir: Path | None) -> tuple | None:
+    """Everything ``load_data``'s result depends on, files included; None where that cannot be told (a missing
+    file or folder: loading again reports it as ever)."""
+    m, d = config.model, config.data
+    key = [m.model, m.activation, m.pool, m.init, config.model_sha256, d.dataset, d.fit, d.limit_train,
+           d.limit_test, config.train.seed if d.dataset == "synthetic" else None]
+    try:
+        if Path(m.model).suffix.lower() in (".onnx", ".json"):  # a model file read from disk
+            key.append(_files_stamp(Path(m.model)))
+        if d.dataset in LAYOUTS:  # files found under the data roots (--data-dir, $HARNESS_DATA_DIR, ./data)
+            folder = search_dataset(d.dataset, data_dir)[0]
+            if folder is None:
+                return None
+            key.append(_files_stamp(folder))
+    except (OSError, HarnessError):
+        return None
+    return tuple(key)
+
+
 def load_data(config: RunConfig, data_dir: Path | None) -> tuple[ModelSpec, Dataset]:
     """The spec fitted to the dataset's channels and classes (an imported model's are its own), and the data
-    prepared for it (synthetic data drawn at the model's own input shape)."""
+    prepared for it (synthetic data drawn at the model's own input shape).
+
+    The same settings and unchanged files give the result of the last call again, not a new copy: nothing
+    writes into a Dataset's arrays (batches are copies).
+    """
+    key = _load_key(config, data_dir)
+    if key is not None and key in _LAST_LOADED:
+        return _LAST_LOADED[key]
     m, d = config.model, config.data
     synthetic_shape = native_shape(m.model, config.model_sha256)
     raw = load_raw(d.dataset, data_dir=data_dir, synthetic_shape=synthetic_shape, seed=config.train.seed)
     channels, classes = raw.train_images.shape[1], raw.info.num_classes
     spec = model_spec(m.model, channels, classes, m.activation, m.pool, m.init, config.model_sha256)
-    return spec, prepare(raw, spec.input_shape, d.fit, d.limit_train, d.limit_test)
+    loaded = spec, prepare(raw, spec.input_shape, d.fit, d.limit_train, d.limit_test)
+    _LAST_LOADED.clear()  # one entry: the data of the config at hand, not every dataset ever loaded
+    if key is not None:
+        _LAST_LOADED[key] = loaded
+    return loaded
 
 
 def _write_metrics(path: Path, result: TrainResult) -> None:
@@ -66,12 +108,15 @@ def _write_metrics(path: Path, result: TrainResult) -> None:
         frame.reindex(columns=columns).to_csv(tmp, index=False)
 
 
-def _export_and_check(backend, model, run_dir: Path, dataset: Dataset, native: np.ndarray) -> dict:
+def _export_and_check(backend, model, run_dir: Path, dataset: Dataset, result: TrainResult) -> dict:
     """Export to ONNX, run it on the test set, save both predictions; time both inferences for the report.
 
     Both run the whole test set at the loop's evaluation batch size, each after a warm-up (native: the
     loop's own evaluation compiled and cached it; ONNX Runtime: one batch first), so their images/s compare.
+    The native time is the loop's last evaluation where an earlier one warmed it up (a run of two or more
+    epochs): it is the same work, and the same logits, so it is not done twice.
     """
+    native = result.test_logits
     onnx_path = run_dir / "model.onnx"
     with atomic_path(onnx_path) as tmp:
         backend.export_onnx(model, tmp)
@@ -80,9 +125,11 @@ def _export_and_check(backend, model, run_dir: Path, dataset: Dataset, native: n
     started = time.perf_counter()
     onnx_logits = run_session(ort_session, dataset.test_x, EVAL_BATCH_SIZE)
     onnx_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    backend.predict(model, dataset.test_x, EVAL_BATCH_SIZE)
-    native_seconds = time.perf_counter() - started
+    native_seconds = result.test_seconds
+    if not result.test_warm:
+        started = time.perf_counter()
+        backend.predict(model, dataset.test_x, EVAL_BATCH_SIZE)
+        native_seconds = time.perf_counter() - started
     with atomic_path(run_dir / "predictions.npz") as tmp:
         save_arrays(tmp, {"labels": dataset.test_y, "logits_native": native, "logits_onnx": onnx_logits})
     count = len(dataset.test_y)
@@ -107,7 +154,7 @@ def _write_artefacts(backend, model, run_dir: Path, dataset: Dataset, result: Tr
         save_arrays(tmp, backend.get_weights(model))
     with atomic_path(run_dir / f"model{backend.checkpoint_suffix}") as tmp:
         backend.save(model, tmp)
-    return _export_and_check(backend, model, run_dir, dataset, result.test_logits)
+    return _export_and_check(backend, model, run_dir, dataset, result)
 
 
 def _mark_stopped(run_dir: Path, info: dict, error: BaseException) -> BaseException | None:

@@ -1,7 +1,8 @@
 """The loop's speed-ups change nothing: batches made ahead on a background thread, torch.optim's foreach update and
 MindSpore's compiled graph run without ``Cell.__call__`` give the same weights, byte for byte, as the loop until
 2026-12-05 (each batch made on the stepping thread just before its step, torch's per-tensor update loop,
-``Cell.__call__`` every step); and the background thread never outlives its epoch."""
+``Cell.__call__`` every step); the background thread never outlives its epoch; and the data a run reads is read
+once for the runs of one process that need it."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import pytest
 from harness.backend import get_backend
 from harness.config import build_config
 from harness.data.batches import steps_per_epoch
+from harness.data.locate import LAYOUTS
 from harness.model.resolve import run_initial_weights
 from harness.runs.arrays import read_arrays
 from harness.training import loop
 from harness.training.run import execute, load_data
 from harness.training.schedule import decayed_names, learning_rates
+from tests.data.test_data import write_mnist_folder
 
 
 def _config(backend: str, model: str, optimizer: str):
@@ -113,3 +116,17 @@ def test_leaving_early_stops_the_background_thread():
                 break
     assert {t.ident for t in threading.enumerate()} <= before
 
+
+def test_load_data_reads_the_files_once_and_again_when_they_change(tmp_path, monkeypatch):
+    # compare trains two backends and a control and then judges them: one read of the data, not four.
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "data" / LAYOUTS["mnist"][0]
+    write_mnist_folder(folder, train=6)
+    settings = {"model": "lenet5", "dataset": "mnist"}
+    first = load_data(build_config({**settings, "backend": "pytorch"}), None)
+    assert load_data(build_config({**settings, "backend": "mindspore"}), None) is first
+    write_mnist_folder(folder, train=8)  # new files: other sizes
+    again = load_data(build_config({**settings, "backend": "pytorch"}), None)
+    assert again is not first and len(again[1].train_x) == 8
+    assert load_data(build_config({**settings, "limit_train": 4}), None)[1].train_x.shape[0] == 4
