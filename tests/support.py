@@ -3,6 +3,7 @@ referee of spec layers, and builders of test inputs. Test modules import this, n
 
 from __future__ import annotations
 
+import gzip
 import os
 import struct
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.data import locate, readers
 from harness.data.locate import search_dataset
 from harness.model.spec import Activation, BatchNorm2d, Conv2d, Dropout, Flatten, ModelSpec, Pool
 from harness.reference.layers import apply_layer
@@ -180,3 +182,27 @@ def shrink_registry(monkeypatch) -> None:
 
     for name, size in SMALL_SIZES.items():
         monkeypatch.setitem(MODELS, name, replace(MODELS[name], size=size))
+
+
+def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
+    """An IDX file's bytes: the magic (type code, rank), the big-endian shape, the values."""
+    dtype = readers.IDX_DTYPES[type_code]
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.asarray(array, dtype).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:
+    payload = idx_bytes(array)
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    return path
+
+
+def write_mnist_folder(folder: Path, train: int = 6, test: int = 4, gz: bool = False) -> None:
+    """The four MNIST IDX files in ``folder``, random images and labels (``gz``: gzipped, as downloaded)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("test", test)):
+        image_stem, label_stem = locate.IDX_STEMS[split]
+        suffix = ".gz" if gz else ""
+        write_idx(folder / f"{image_stem}{suffix}", rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), gz)
+        write_idx(folder / f"{label_stem}{suffix}", rng.integers(0, 10, count, dtype=np.uint8), gz)

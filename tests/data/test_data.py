@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import pickle
-import struct
 import subprocess
 import sys
 import types
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from harness.data import batches, fit, locate, readers, registry
 from harness.errors import DataError
-from tests.support import REPO_ROOT, py2_cifar_pickle, real_data_root
+from tests.support import REPO_ROOT, idx_bytes, py2_cifar_pickle, real_data_root, write_idx, write_mnist_folder
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -27,16 +26,6 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 # --- writers of the exact on-disk formats ------------------------------------------------------
 
 
-def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
-    dtype = readers.IDX_DTYPES[type_code]
-    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + np.asarray(array, dtype).tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:
-    payload = idx_bytes(array)
-    path.write_bytes(gzip.compress(payload) if gz else payload)
-    return path
 
 
 def tiny_cifar(count: int, seed: int) -> tuple[np.ndarray, list[int]]:
@@ -57,15 +46,6 @@ def write_cifar_folder(folder: Path, binary: bool) -> dict[str, tuple[np.ndarray
             (folder / stem).write_bytes(py2_cifar_pickle(images, labels))
     return contents
 
-
-def write_mnist_folder(folder: Path, train: int = 6, test: int = 4, gz: bool = False) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("test", test)):
-        image_stem, label_stem = locate.IDX_STEMS[split]
-        suffix = ".gz" if gz else ""
-        write_idx(folder / f"{image_stem}{suffix}", rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), gz)
-        write_idx(folder / f"{label_stem}{suffix}", rng.integers(0, 10, count, dtype=np.uint8), gz)
 
 
 @pytest.fixture

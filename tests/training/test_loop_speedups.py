@@ -20,7 +20,7 @@ from harness.runs.arrays import read_arrays
 from harness.training import loop
 from harness.training.run import execute, load_data
 from harness.training.schedule import decayed_names, learning_rates
-from tests.data.test_data import write_mnist_folder
+from tests.support import write_mnist_folder
 
 
 def _config(backend: str, model: str, optimizer: str):
