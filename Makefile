@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(PY) -m harness compare --recipe demo --quiet
 
+# The tests by file on up to 4 processes (one per core): most of them run one core at a time.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 bench: setup
 	$(PY) -m harness bench
