@@ -27,8 +27,8 @@ def _optimizer(model: TorchModel, train: TrainConfig, decay_names: set[str]) -> 
     groups = [group for group in ({"params": decayed, "weight_decay": train.weight_decay},
                                   {"params": plain, "weight_decay": 0.0}) if group["params"]]
     # foreach: each update op once over all tensors, not a Python loop of ops per tensor (torch's default only on
-    # accelerators). The same kernels per tensor, so the same bits (tests/training/test_loop_speedups.py); LeNet5
-    # at batch 1 on this CPU takes the update of its ten tensors takes 68 us instead of 81.
+    # accelerators). The same kernels per tensor, so the same bits (tests/training/test_loop_speedups.py); the
+    # update of LeNet5's ten tensors takes 68 us instead of 81 on this CPU.
     if train.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=train.learning_rate, momentum=train.momentum,
                                dampening=train.dampening, nesterov=train.nesterov, foreach=True)
