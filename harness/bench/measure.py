@@ -165,12 +165,6 @@ class _WarmTrainer:
         return getattr(self._backend, name)
 
 
-def _fresh_model(backend, spec, device: str, seed: int):
-    model = backend.build(spec, device)
-    backend.set_weights(model, initial_weights(spec.name, spec, seed))  # bench's models are registry names
-    return model
-
-
 class Subject:
     """One backend and one model: the four timed things, each on its own model built from the same weights."""
 
@@ -181,11 +175,13 @@ class Subject:
         if threads is not None:
             self.backend.set_threads(threads)  # before the first kernel: MindSpore reads it once
         self.threads = self.backend.threads()
-        self.train_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
+        self.weights = initial_weights(spec.name, spec, SETTINGS["seed"])  # bench's models are registry names
+        self.train_model = self.backend.build(spec, self.device)
         self.versions = self.backend.versions()  # after the first build: MindSpore settles its ISA cap there
-        self.bare_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
+        self.bare_model = self.backend.build(spec, self.device)
         self.restart()
-        self.infer_model = _fresh_model(self.backend, spec, self.device, SETTINGS["seed"])
+        self.infer_model = self.backend.build(spec, self.device)
+        self.backend.set_weights(self.infer_model, self.weights)
         onnx_path = self.backend.export_onnx(self.infer_model, workdir / f"{name}-{spec.name}.onnx")
         self.session = session(onnx_path, threads=threads)
 
@@ -199,9 +195,8 @@ class Subject:
         batch 64 after batch 1 read harness/bare 0.68 (harness 1,834-3,130 images/s over 5 repeats), 1.05 in a
         process of its own.
         """
-        weights = initial_weights(self.spec.name, self.spec, SETTINGS["seed"])  # bench's models are registry names
         for model in (self.train_model, self.bare_model):
-            self.backend.set_weights(model, weights)
+            self.backend.set_weights(model, self.weights)
         config = self.config(1, 1)
         decayed = decayed_names(self.spec, config.train.decay_scope)
         self.harness = _WarmTrainer(self.backend, self.backend.make_trainer(self.train_model, config.train, decayed))
