@@ -15,12 +15,13 @@ from harness.backend import get_backend
 from harness.config import build_config
 from harness.data.batches import steps_per_epoch
 from harness.data.locate import LAYOUTS
+from harness.machine import cores
 from harness.model.resolve import run_initial_weights
 from harness.runs.arrays import read_arrays
 from harness.training import loop
 from harness.training.run import execute, load_data
 from harness.training.schedule import decayed_names, learning_rates
-from tests.support import write_mnist_folder
+from tests.support import registry_spec, write_mnist_folder
 
 
 def _config(backend: str, model: str, optimizer: str):
@@ -88,6 +89,23 @@ def test_batches_go_ahead_only_where_the_trainer_gains_and_they_are_big_enough()
     assert loop._Loop(None, None, _Trainer(True), None).ahead_by(big) == loop.PREFETCH_BATCHES >= 1
     assert loop._Loop(None, None, _Trainer(True), None).ahead_by(small) == 0
     assert loop._Loop(None, None, _Trainer(False), None).ahead_by(big) == 0
+
+
+def test_pytorch_on_the_cpu_makes_batches_ahead_only_with_a_core_its_threads_leave_free():
+    pytest.importorskip("torch")
+    backend = get_backend("pytorch")
+    spec = registry_spec("lenet5")
+    model = backend.build(spec, "cpu")
+    trainer = backend.make_trainer(model, build_config({"model": "lenet5"}).train, set())
+    threads = backend.threads()
+    try:
+        backend.set_threads(cores())  # its OpenMP threads on every core: a thread beside them costs more than it hides
+        assert trainer.prepare_ahead() is False
+        if cores() > 1:
+            backend.set_threads(cores() - 1)
+            assert trainer.prepare_ahead() is True
+    finally:
+        backend.set_threads(threads)
 
 
 def _items(count: int, fail_at: int | None = None):
