@@ -425,6 +425,26 @@ def test_batches_reproducible_complete_and_partial():
     assert np.array_equal(plain, y)
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batches_gathered_several_at_a_time_are_the_batches_one_at_a_time(shuffle, monkeypatch):
+    x = np.random.default_rng(3).random((23, 1, 4, 4), dtype=np.float32)  # 64 bytes an image
+    y = np.arange(23)
+    order = batches.epoch_permutation(23, 1, 0) if shuffle else np.arange(23)
+    one_at_a_time = [(x[order[i:i + 5]], y[order[i:i + 5]]) for i in range(0, 23, 5)]
+    # 2 batches a block: blocks of 10, 10 and 3 images, the last one holding the partial batch
+    monkeypatch.setattr(batches, "GATHER_BYTES", 2 * 5 * 64 + 63)
+    dealt = list(batches.iterate_batches(x, y, 5, seed=1, epoch=0, shuffle=shuffle))
+    assert len(dealt) == len(one_at_a_time) == 5
+    for (xb, yb), (want_x, want_y) in zip(dealt, one_at_a_time):
+        assert xb.tobytes() == want_x.tobytes() and np.array_equal(yb, want_y)
+        assert xb.flags.c_contiguous and xb.dtype == np.float32 and yb.dtype == np.int64
+    before = x.copy()
+    for xb, yb in dealt:
+        xb += 1.0  # a consumer editing its batches in place
+        yb += 1
+    assert np.array_equal(x, before) and np.array_equal(y, np.arange(23))
+
+
 def test_augmentation_deterministic_and_a_true_crop_flip():
     x = np.random.default_rng(2).random((12, 2, 6, 6), dtype=np.float32)
     fill = (-1.0, -2.0)

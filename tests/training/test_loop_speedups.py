@@ -1,6 +1,7 @@
-"""The loop's speed-ups change nothing: batches made ahead on a background thread, torch.optim's foreach update and
-MindSpore's compiled graph run without ``Cell.__call__`` give the same weights, byte for byte, as the loop until
-2026-12-05 (each batch made on the stepping thread just before its step, torch's per-tensor update loop,
+"""The loop's speed-ups change nothing: batches gathered several at a time and made ahead on a background thread,
+torch.optim's foreach update called through its functional form, and MindSpore's compiled graph run without
+``Cell.__call__`` give the same weights, byte for byte, as the loop until 2026-12-05 (each batch gathered on its own
+on the stepping thread just before its step, ``optimizer.step()`` with torch's per-tensor update loop,
 ``Cell.__call__`` every step); the background thread never outlives its epoch; and the data a run reads is read
 once for the runs of one process that need it."""
 
@@ -13,6 +14,7 @@ import pytest
 
 from harness.backend import get_backend
 from harness.config import build_config
+from harness.data import batches
 from harness.data.batches import steps_per_epoch
 from harness.data.locate import LAYOUTS
 from harness.machine import cores
@@ -24,26 +26,28 @@ from harness.training.schedule import decayed_names, learning_rates
 from tests.support import registry_spec, write_mnist_folder
 
 
-def _config(backend: str, model: str, optimizer: str):
+def _config(backend: str, model: str, optimizer: dict):
     # 200 images at batch 32: six full batches and a partial one per epoch (two graphs, taken in turn);
     # simple-cnn has a Dropout, and its augmentation draws come from the stream the background thread advances.
     return build_config({"backend": backend, "model": model, "dataset": "synthetic", "limit_train": 200,
                          "limit_test": 40, "epochs": 2, "batch_size": 32, "augment": model == "simple-cnn",
-                         "optimizer": optimizer, "weight_decay": 0.01 if optimizer == "adamw" else 0.0})
+                         **optimizer})
 
 
 def _as_until_now(trainer) -> None:
-    """The trainer's own speed-ups off: torch.optim's per-tensor loop; ``Cell.__call__`` on every MindSpore step."""
+    """The trainer's own speed-ups off: ``optimizer.step()`` with torch.optim's per-tensor loop; ``Cell.__call__``
+    on every MindSpore step."""
     if hasattr(trainer, "run_cell"):
         trainer.run_cell = trainer.cell
     else:
+        trainer.direct_update = False
         for group in trainer.optimizer.param_groups:
             group["foreach"] = False
 
 
 def _stepped_by_hand(config) -> dict[str, np.ndarray]:
-    """The loop as it was: each host batch made just before its step and handed to ``Trainer.step`` with the
-    schedule's rate, nothing ahead, nothing on another thread, and the trainer's speed-ups off."""
+    """The loop as it was: each host batch gathered on its own just before its step and handed to ``Trainer.step``
+    with the schedule's rate, nothing ahead, nothing on another thread, and the trainer's speed-ups off."""
     backend, t = get_backend(config.backend), config.train
     spec, dataset = load_data(config, None)
     model = backend.build(spec, "cpu")
@@ -57,13 +61,20 @@ def _stepped_by_hand(config) -> dict[str, np.ndarray]:
     return backend.get_weights(model)
 
 
-@pytest.mark.parametrize("model, optimizer", [("lenet5", "sgd"), ("simple-cnn", "sgd"), ("lenet5", "adamw")])
+@pytest.mark.parametrize("model, optimizer", [
+    ("lenet5", {"optimizer": "sgd"}), ("simple-cnn", {"optimizer": "sgd"}),
+    ("lenet5", {"optimizer": "adamw", "weight_decay": 0.01}), ("lenet-tiny", {"optimizer": "adam", "weight_decay": 0.01}),
+    ("lenet-tiny", {"optimizer": "sgd", "nesterov": True, "weight_decay": 0.01}),
+    ("lenet-tiny", {"optimizer": "sgd", "momentum": 0.0})], ids=str)
 def test_the_loop_writes_the_weights_it_wrote_before_its_speed_ups(backend_name, model, optimizer, tmp_path,
                                                                     monkeypatch):
     config = _config(backend_name, model, optimizer)
     # Made ahead whatever this machine's cores and threads would choose (PyTorch on all cores makes them in line).
     monkeypatch.setattr(loop._Loop, "ahead_by", lambda self, batch_bytes: 1)
+    # Blocks of two batches: the run's batches come from three blocks, the last one holding the partial batch.
+    monkeypatch.setattr(batches, "GATHER_BYTES", 2 * 32 * 4 * int(np.prod(registry_spec(model).input_shape)))
     written = read_arrays(execute(config, tmp_path, quiet=True).run_dir / "weights.npz")
+    monkeypatch.setattr(batches, "GATHER_BYTES", 0)  # one batch a gather, as until 2026-12-05
     by_hand = _stepped_by_hand(config)
     assert set(written) == set(by_hand)
     for name, value in by_hand.items():
