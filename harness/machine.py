@@ -1,4 +1,5 @@
-"""How busy the machine was while something was timed, so a speed figure taken under load says so.
+"""How busy the machine was while something was timed, so a speed figure taken under load says so; and how
+this process takes memory from it.
 
 The load average counts every runnable process, this one included, and lags by a minute; what
 distorts a timing is CPU taken by *other* processes during it. ``LoadMeter`` measures exactly
@@ -8,6 +9,7 @@ that on Linux: the whole machine's busy CPU time (``/proc/stat``) less this proc
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from dataclasses import dataclass
@@ -15,6 +17,10 @@ from pathlib import Path
 
 # Other processes using more than this share of the cores make a timing "under load".
 LOAD_SHARE = 0.5
+# glibc malloc's tunables (malloc.h) and the values ``keep_freed_memory`` sets: blocks up to the first come from the
+# heap, and up to the second of free memory at its top stays there.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES = 256 << 20, 512 << 20
 
 
 def cores() -> int:
@@ -23,6 +29,31 @@ def cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep the memory a training step frees for the next step, instead of handing it back
+    to the kernel and faulting it in again, zeroed, page by page.
+
+    Left to itself, malloc maps every block above a threshold it moves with the sizes freed (128 KiB to 32 MiB)
+    and trims the heap's free top above twice that; a step's tensors and batches then fault memory in anew:
+    the harness's PyTorch LeNet5 loop at batch 256 took 150-1,400 page faults a step (13.0-13.6 ms), and none
+    with these settings (12.6-12.7 ms).
+    Memory stays bounded by the largest step's, which is then held until the process ends. Set once, for the
+    whole process (both frameworks, the bare loops too).
+
+    Returns:
+        True where set; False where the C library is not glibc, or where the user chose malloc settings
+        (``MALLOC_*`` variables, ``GLIBC_TUNABLES``), which are left as they are.
+    """
+    if any(key.startswith("MALLOC_") for key in os.environ) or "malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD,
+                                                                               TRIM_THRESHOLD_BYTES))
 
 
 def load_average() -> float | None:

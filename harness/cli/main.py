@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from ..errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, HarnessError
+from ..machine import keep_freed_memory
 from . import bench, compare, inventory, onnx_import, parity, port, run, sweep
 from .settings import Parser
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    keep_freed_memory()
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args)
