@@ -202,6 +202,13 @@ class Subject:
         self.harness = _WarmTrainer(self.backend, self.backend.make_trainer(self.train_model, config.train, decayed))
         self.bare = self.backend.bare_loop(self.bare_model, self.data.train_x, self.data.train_y,
                                            SETTINGS["learning_rate"], SETTINGS["momentum"])
+        # Each loop draws its Dropout masks from a random stream of its own, both seeded alike (the trainer seeded
+        # it above). PyTorch has one stream for the process: taken in turn, the two loops drew different masks,
+        # their models parted, and a model whose units stall computes on slow subnormal floats; simple-cnn's two
+        # loops at batch 1 read 215 and 207 images/s in one repeat, ~650 in the others. With a stream each they
+        # stay the same model, bit for bit.
+        self.streams = {"train": self.backend.rng_state(self.train_model),
+                        "train-bare": self.backend.rng_state(self.bare_model)}
 
     def config(self, batch_size: int, epochs: int):
         """The run settings of the harness loop (the bare loops use the same optimizer settings)."""
@@ -222,11 +229,22 @@ class Subject:
         order = plan.start + np.concatenate([epoch_permutation(plan.images, SETTINGS["seed"], e)
                                              for e in range(plan.epochs)])
         return {
-            "train": lambda: train(self.harness, self.train_model, self.spec, data, config, quiet=True).train_seconds,
-            "train-bare": lambda: self.bare.run(order, b),
+            "train": self._on_own_stream("train", self.train_model, lambda: train(
+                self.harness, self.train_model, self.spec, data, config, quiet=True).train_seconds),
+            "train-bare": self._on_own_stream("train-bare", self.bare_model, lambda: self.bare.run(order, b)),
             "infer-native": lambda: _timed(plan.epochs, lambda: self.backend.predict(self.infer_model, x, b)),
             "infer-onnxruntime": lambda: _timed(plan.epochs, lambda: run_session(self.session, x, b)),
         }
+
+
+    def _on_own_stream(self, phase: str, model, timed: Callable[[], float]) -> Callable[[], float]:
+        """``timed`` run from where ``phase``'s random stream stopped last time (outside its timing)."""
+        def run() -> float:
+            self.backend.set_rng_state(model, self.streams[phase])
+            seconds = timed()
+            self.streams[phase] = self.backend.rng_state(model)
+            return seconds
+        return run
 
 
 def _timed(passes: int, work: Callable[[], Any]) -> float:
@@ -277,14 +295,13 @@ def result_row(subject: Subject, phase: str, plan: Plan, seconds: list[float], p
 
 
 def measure(subject: Subject, plan: Plan, repeats: int, warmup: int, progress: Progress | None = None) -> list[dict]:
-    """Warm every phase up on ``warmup`` batches of the plan's shape, then time each ``repeats`` times.
+    """Warm each compared pair up on ``warmup`` batches of the plan's shape, then time it ``repeats`` times.
 
     Returns:
         One row per phase: median, min and max images/s over the repeats, ms per step, peak RSS, and the
-        machine's load while the repeats ran (``harness.machine``).
+        machine's load while the repeats ran (``harness.machine``); the train row also ``harness_to_bare``: the
+        median (and min, max) over the repeats of train's speed over train-bare's in the same repeat.
     """
-    for timer in subject.timers(make_plan(plan.images, plan.batch_size, warmup)).values():
-        timer()  # same shapes as the timed runs: MindSpore compiles every graph here
     meter = LoadMeter().start()
     seconds: dict[str, list[float]] = {phase: [] for phase in PHASES}
     peaks = dict.fromkeys(PHASES, 0.0)
@@ -293,6 +310,11 @@ def measure(subject: Subject, plan: Plan, repeats: int, warmup: int, progress: P
     # order (neither always runs second). Mixing in the other pair skewed the ratio: PyTorch's harness/bare read
     # 0.84-0.93 that way and 1.01 alone, both on a quiet machine.
     for pair in COMPARED_PAIRS:
+        # Warmed up just before its own repeats, same shapes (MindSpore compiles every graph here): warmed up
+        # with the rest, the first repeat ran right after ONNX Runtime, whose threads spin on for a while.
+        warm = subject.timers(make_plan(plan.images, plan.batch_size, warmup))
+        for phase in pair:
+            warm[phase]()
         for repeat in range(repeats):
             timers = subject.timers(plan.window(repeat + 1))  # both phases of a repeat on the same images
             for phase in pair if repeat % 2 == 0 else pair[::-1]:
@@ -302,7 +324,14 @@ def measure(subject: Subject, plan: Plan, repeats: int, warmup: int, progress: P
                 if progress is not None:
                     progress.update()
     load = meter.stop().as_dict()
-    return [{**result_row(subject, phase, plan, seconds[phase], peaks[phase], scope), **load} for phase in PHASES]
+    rows = [{**result_row(subject, phase, plan, seconds[phase], peaks[phase], scope), **load} for phase in PHASES]
+    # Repeat by repeat: the two loops' models are the same model at each repeat's start, and its speed drifts as it
+    # trains (stalled units compute on subnormal floats), so the medians of the two columns may come from
+    # different states; the pairs do not. simple-cnn at batch 1 went 1.4 -> 4.4 ms a step over 5 repeats.
+    paired = [bare / harness for harness, bare in zip(seconds["train"], seconds["train-bare"])]
+    rows[PHASES.index("train")].update(harness_to_bare=statistics.median(paired), harness_to_bare_min=min(paired),
+                                       harness_to_bare_max=max(paired))
+    return rows
 
 
 def run_bench(settings: BenchSettings, progress: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:

@@ -12,25 +12,17 @@ from ..runs.files import atomic_path, ensure_writable_dir, locked_folder
 from .measure import PHASES
 
 COLUMNS = ("backend device model dataset data_source phase batch_size steps repeats images_per_s images_per_s_min "
-           "images_per_s_max ms_per_step harness_to_bare ratio_to_pytorch peak_rss_mib peak_rss_scope threads "
+           "images_per_s_max ms_per_step harness_to_bare harness_to_bare_min harness_to_bare_max ratio_to_pytorch peak_rss_mib peak_rss_scope threads "
            "load_average_start load_average_end other_cores_busy cores under_load versions harness_version "
            "generated_at").split()
 
 
 def add_ratios(frame: pd.DataFrame) -> pd.DataFrame:
-    """``harness_to_bare`` on train rows (train / train-bare of the same backend, model and batch size) and
-    ``ratio_to_pytorch`` on every row (images/s over PyTorch's in the same model, phase and batch size)."""
-    key = ["backend", "model", "batch_size"]
-    bare = frame[frame.phase == "train-bare"].set_index(key)["images_per_s"]
-    train = frame.phase == "train"
-    frame = frame.assign(harness_to_bare=float("nan"))
-    frame.loc[train, "harness_to_bare"] = [
-        row.images_per_s / bare.get((row.backend, row.model, row.batch_size), float("nan"))
-        for row in frame[train].itertuples()]
+    """``ratio_to_pytorch`` on every row: images/s over PyTorch's in the same model, phase and batch size."""
     torch_rows = frame[frame.backend == "pytorch"].set_index(["model", "phase", "batch_size"])["images_per_s"]
-    frame["ratio_to_pytorch"] = [row.images_per_s / torch_rows.get((row.model, row.phase, row.batch_size), float("nan"))
-                                 for row in frame.itertuples()]
-    return frame
+    return frame.assign(ratio_to_pytorch=[
+        row.images_per_s / torch_rows.get((row.model, row.phase, row.batch_size), float("nan"))
+        for row in frame.itertuples()])
 
 
 def bench_frame(rows: list[dict]) -> pd.DataFrame:
@@ -45,11 +37,13 @@ def progress_line(rows: list[dict]) -> str:
     by_phase = {row["phase"]: row for row in rows}
     first = rows[0]
     parts = [f"{phase} {row['images_per_s']:,.0f}" for phase, row in by_phase.items()]
-    ratio = by_phase["train"]["images_per_s"] / by_phase["train-bare"]["images_per_s"]
+    train = by_phase["train"]
+    ratio = (f"{train['harness_to_bare']:.3f} (repeats {train['harness_to_bare_min']:.3f}-"
+             f"{train['harness_to_bare_max']:.3f})")
     load = (f" | UNDER LOAD: other processes kept {first['other_cores_busy']:.1f} of {first['cores']} cores busy"
             if first.get("under_load") else "")
     return (f"{first['backend']:9s} {first['model']} batch {first['batch_size']:<4d} images/s: "
-            f"{' | '.join(parts)} | harness/bare {ratio:.3f}{load}")
+            f"{' | '.join(parts)} | harness/bare {ratio}{load}")
 
 
 def ratio_lines(frame: pd.DataFrame) -> list[str]:
