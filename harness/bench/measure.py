@@ -236,7 +236,6 @@ class Subject:
             "infer-onnxruntime": lambda: _timed(plan.epochs, lambda: run_session(self.session, x, b)),
         }
 
-
     def _on_own_stream(self, phase: str, model, timed: Callable[[], float]) -> Callable[[], float]:
         """``timed`` run from where ``phase``'s random stream stopped last time (outside its timing)."""
         def run() -> float:

@@ -12,9 +12,9 @@ from ..runs.files import atomic_path, ensure_writable_dir, locked_folder
 from .measure import PHASES
 
 COLUMNS = ("backend device model dataset data_source phase batch_size steps repeats images_per_s images_per_s_min "
-           "images_per_s_max ms_per_step harness_to_bare harness_to_bare_min harness_to_bare_max ratio_to_pytorch peak_rss_mib peak_rss_scope threads "
-           "load_average_start load_average_end other_cores_busy cores under_load versions harness_version "
-           "generated_at").split()
+           "images_per_s_max ms_per_step harness_to_bare harness_to_bare_min harness_to_bare_max ratio_to_pytorch "
+           "peak_rss_mib peak_rss_scope threads load_average_start load_average_end other_cores_busy cores under_load "
+           "versions harness_version generated_at").split()
 
 
 def add_ratios(frame: pd.DataFrame) -> pd.DataFrame:

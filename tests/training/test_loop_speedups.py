@@ -63,7 +63,8 @@ def _stepped_by_hand(config) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("model, optimizer", [
     ("lenet5", {"optimizer": "sgd"}), ("simple-cnn", {"optimizer": "sgd"}),
-    ("lenet5", {"optimizer": "adamw", "weight_decay": 0.01}), ("lenet-tiny", {"optimizer": "adam", "weight_decay": 0.01}),
+    ("lenet5", {"optimizer": "adamw", "weight_decay": 0.01}),
+    ("lenet-tiny", {"optimizer": "adam", "weight_decay": 0.01}),
     ("lenet-tiny", {"optimizer": "sgd", "nesterov": True, "weight_decay": 0.01}),
     ("lenet-tiny", {"optimizer": "sgd", "momentum": 0.0})], ids=str)
 def test_the_loop_writes_the_weights_it_wrote_before_its_speed_ups(backend_name, model, optimizer, tmp_path,
