@@ -39,8 +39,8 @@ def keep_freed_memory() -> bool:
     and trims the heap's free top above twice that; a step's tensors and batches then fault memory in anew:
     the harness's PyTorch LeNet5 loop at batch 256 took 150-1,400 page faults a step (13.0-13.6 ms), and none
     with these settings (12.6-12.7 ms).
-    Memory stays bounded by the largest step's, which is then held until the process ends. Set once, for the
-    whole process (both frameworks, the bare loops too).
+    Memory stays bounded by the largest step's, which is then held until the process ends. Process-wide (both
+    frameworks, the bare loops too); the CLI and each sweep worker set it before training.
 
     Returns:
         True where set; False where the C library is not glibc, or where the user chose malloc settings

@@ -32,6 +32,7 @@ from ..backend import get_backend
 from ..compare.session import find_reusable
 from ..config import RunConfig, config_from_dict
 from ..errors import DISK_ERRNOS, HarnessError, one_line, write_failed
+from ..machine import keep_freed_memory
 from ..runs.folder import read_run_config, read_run_info
 from ..training.checkpoint import CHECKPOINT_NAME
 from ..training.run import execute, resume
@@ -156,6 +157,7 @@ def run_job(job: Job) -> dict:
         target = root / job.folder if job.folder else root
         if job.threads:
             get_backend(config.backend).set_threads(job.threads)  # process-wide, before the run's first kernel
+        keep_freed_memory()  # a worker process trains as the CLI's does
         with _command_line(job.command):
             run_dir, how = obtain(config, target, job.reuse, Path(job.data_dir) if job.data_dir else None,
                                   job.checkpoint_every)
