@@ -66,7 +66,7 @@ print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_freed_memory_is_kept_for_the_next_step_instead_of_faulted_in_again(monkeypatch):
+def test_freed_memory_is_kept_for_the_next_step_instead_of_faulted_in_again():
     def faults(mode: str, **env: str) -> tuple[str, int]:
         environment = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
         result = subprocess.run([sys.executable, "-c", _FAULTS_PER_ROUND, mode], capture_output=True, text=True,
