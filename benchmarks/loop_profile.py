@@ -6,7 +6,8 @@
 Each part is timed on its own, step after step, inside a real training sequence (so its caches are as in a run),
 median microseconds over ``--steps`` steps:
 
-- ``gather``: the next batch of ``Dataset.train_batches`` (epoch order, numpy fancy index, own copy);
+- ``gather``: the next batch of ``Dataset.train_batches`` (epoch order; numpy fancy index of a block of batches, dealt
+  out as views);
 - ``augment``: ``random_crop_flip`` on it (what ``--augment`` adds; the 3-channel recipes use it);
 - ``convert``: the trainer's ``preparer()`` (numpy -> framework input; MindSpore's Dropout masks included);
 - ``masks``: MindSpore's host-drawn Dropout masks, drawn again on their own after the step (``convert`` holds them
