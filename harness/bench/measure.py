@@ -8,9 +8,9 @@ Four phases per backend, model and batch size, each on the same images in the sa
 - ``infer-native``: ``backend.predict``.
 - ``infer-onnxruntime``: the backend's own ONNX export in ONNX Runtime.
 
-Each phase is warmed up first (MindSpore compiles its graphs there), then timed once per repeat;
-the repeats interleave the two phases of each compared pair (train with train-bare, native with ONNX
-Runtime) in alternating order, so a busy machine slows both alike.
+Each phase is warmed up first (MindSpore compiles its graphs there), then timed once per repeat. A repeat
+interleaves the two phases of a compared pair (train with train-bare, native with ONNX Runtime) in segments,
+ABBA ABBA ..., so a machine whose speed drifts over seconds slows both alike.
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ PHASES = ("train", "train-bare", "infer-native", "infer-onnxruntime")
 COMPARED_PAIRS = (("train", "train-bare"), ("infer-native", "infer-onnxruntime"))
 DEFAULT_STEPS, SLOW_STEPS = 200, 5  # timed steps per measurement; VGG11 on a 2-core CPU takes ~4 s a step at 64
 DEFAULT_WARMUP, SLOW_WARMUP = 5, 2  # untimed steps first: the first one holds MindSpore's compilation
+# A repeat's steps are timed in up to SEGMENTS pieces of at least SEGMENT_STEPS, the two phases of a pair taking
+# turns ABBA ABBA. This VM's speed drifts by several percent over seconds: one loop's 128-step means over 24 blocks
+# ranged 18.3-19.9 ms (PyTorch simple-cnn, batch 64, one thread), so two loops timed one after the other differ by
+# chance; split so, two identical 256-step halves of that series differed by 2.1% (standard deviation), in 8
+# segments each by 0.4%.
+SEGMENTS, SEGMENT_STEPS = 8, 25
 SYNTHETIC_IMAGES = 8192  # synthetic pool; more steps than it holds cycle through it epoch by epoch
 EVAL_IMAGES = 256  # the loop evaluates after every epoch (outside its timing); keep that cheap
 # The bare loops' settings too: their lr is fixed, so the harness loop's is.
@@ -114,24 +120,25 @@ def load_bench_data(model: str, dataset: str, data_dir: Path | None, synthetic_i
 
 @dataclass(frozen=True)
 class Plan:
-    """How one batch size is timed: ``epochs`` passes over ``images`` images from image ``start`` of the pool,
-    no partial batch."""
+    """How one batch size is timed: per repeat, ``segments`` times ``epochs`` passes over ``images`` images from
+    image ``start`` of the pool (each segment on the next window), no partial batch."""
 
     batch_size: int
     images: int
     epochs: int
     pool: int = 0  # the images windows are taken from (``window``); 0: only the first ``images``
     start: int = 0
+    segments: int = 1
 
     @property
     def steps(self) -> int:
-        """Steps timed per measurement."""
-        return self.epochs * self.images // self.batch_size
+        """Steps timed per repeat, all segments together."""
+        return self.segments * self.epochs * self.images // self.batch_size
 
     def window(self, index: int) -> "Plan":
         """The same plan on the ``index``-th run of ``images`` images of the pool, cycling where the pool ends.
 
-        Each timed repeat takes the next window, so the models keep meeting images they have not fitted, as in a
+        Each timed segment takes the next window, so the models keep meeting images they have not fitted, as in a
         run. A model that fits its images stops learning, and its momentum buffers decay through the subnormal
         floats, where CPU arithmetic is slow: MindSpore's simple-cnn at batch 1 on 2,048 synthetic images (fitted
         within ~400 steps) held 600,000 subnormal momentum values after 800 steps and took 45 ms a step
@@ -143,12 +150,14 @@ class Plan:
 
 def make_plan(pool: int, batch_size: int, steps: int) -> Plan:
     """At least ``steps`` full batches from a pool of ``pool`` images (a partial batch would be a new
-    shape, and MindSpore would compile it inside the timing)."""
-    per_epoch = min(pool // batch_size, steps)
+    shape, and MindSpore would compile it inside the timing), in segments of at least ``SEGMENT_STEPS``."""
+    segments = min(max(steps // SEGMENT_STEPS, 1), SEGMENTS)
+    segment_steps = math.ceil(steps / segments)
+    per_epoch = min(pool // batch_size, segment_steps)
     if per_epoch == 0:
         raise HarnessError(f"batch size {batch_size} is larger than the {pool} training images; "
                            "use a smaller --batch-sizes value or a larger --dataset")
-    return Plan(batch_size, per_epoch * batch_size, math.ceil(steps / per_epoch), pool)
+    return Plan(batch_size, per_epoch * batch_size, math.ceil(segment_steps / per_epoch), pool, segments=segments)
 
 
 class _WarmTrainer:
@@ -221,7 +230,8 @@ class Subject:
                                    test_x=d.test_x[:EVAL_IMAGES], test_y=d.test_y[:EVAL_IMAGES])
 
     def timers(self, plan: Plan) -> dict[str, Callable[[], float]]:
-        """Phase -> a function that runs ``plan`` once and returns the seconds its steps took."""
+        """Phase -> a function that runs one segment of ``plan`` (its window) and returns the seconds its steps
+        took."""
         window = slice(plan.start, plan.start + plan.images)
         data, b, x = self._subset(window), plan.batch_size, self.data.train_x[window]
         config = self.config(b, plan.epochs)
@@ -315,11 +325,18 @@ def measure(subject: Subject, plan: Plan, repeats: int, warmup: int, progress: P
         for phase in pair:
             warm[phase]()
         for repeat in range(repeats):
-            timers = subject.timers(plan.window(repeat + 1))  # both phases of a repeat on the same images
-            for phase in pair if repeat % 2 == 0 else pair[::-1]:
-                scope = "measurement" if _reset_peak_rss() else "process"
-                seconds[phase].append(timers[phase]())
-                peaks[phase] = max(peaks[phase], _peak_rss_mib())
+            first = pair if repeat % 2 == 0 else pair[::-1]  # neither phase always opens a repeat
+            elapsed = dict.fromkeys(pair, 0.0)
+            for segment in range(plan.segments):
+                # ABBA ABBA: each phase's segments sit as early as the other's on average
+                order = first if segment % 2 == 0 else first[::-1]
+                timers = subject.timers(plan.window(repeat * plan.segments + segment + 1))  # both on these images
+                for phase in order:
+                    scope = "measurement" if _reset_peak_rss() else "process"
+                    elapsed[phase] += timers[phase]()
+                    peaks[phase] = max(peaks[phase], _peak_rss_mib())
+            for phase in pair:
+                seconds[phase].append(elapsed[phase])
                 if progress is not None:
                     progress.update()
     load = meter.stop().as_dict()

@@ -63,14 +63,18 @@ def test_a_batch_larger_than_the_data_is_refused():
         make_plan(100, 128, 10)
 
 
-def test_plans_time_whole_batches_and_cycle_a_small_pool():
+def test_plans_time_whole_batches_in_segments_and_cycle_a_small_pool():
     assert make_plan(100, 64, 3) == make_plan(100, 64, 3) and make_plan(100, 64, 3).steps == 3  # 1 batch, 3 epochs
-    plan = make_plan(60_000, 256, 200)
-    assert (plan.images, plan.epochs, plan.steps) == (256 * 200, 1, 200)
+    plan = make_plan(60_000, 256, 200)  # 8 segments of 25 steps
+    assert (plan.segments, plan.images, plan.epochs, plan.steps) == (8, 256 * 25, 1, 200)
+    assert (make_plan(60_000, 64, 60).segments, make_plan(60_000, 64, 60).steps) == (2, 60)
+    assert make_plan(60_000, 64, 24).segments == 1  # segments of at least 25 steps
+    assert make_plan(60_000, 1, 10_000).segments == 8
+    assert make_plan(10_000, 64, 201).steps == 8 * 26  # rounded up, never fewer than asked
     assert default_counts("vgg11")[0] < default_counts("lenet5")[0]
 
 
-def test_each_repeat_takes_the_next_window_of_the_pool_and_cycles():
+def test_each_segment_takes_the_next_window_of_the_pool_and_cycles():
     plan = make_plan(1_000, 10, 30)  # 300 images a measurement: three windows in the pool
     starts = [plan.window(index).start for index in range(1, 8)]
     assert starts == [300, 600, 0, 300, 600, 0, 300]
@@ -95,6 +99,29 @@ def test_each_compared_pair_is_warmed_up_then_timed_apart_in_alternating_order(m
                      "infer-native", "infer-onnxruntime"]
     assert [(row["phase"], len(row["seconds"])) for row in rows] == [(phase, 3) for phase in PHASES]
     assert all(isinstance(row["under_load"], bool) and row["cores"] >= 1 for row in rows)  # the load rides along
+
+
+def test_a_repeat_takes_turns_abba_over_its_segments_and_sums_them(monkeypatch):
+    calls = []
+
+    class FakeSubject:
+        def timers(self, plan):
+            seconds = {"train": 1.0, "train-bare": 2.0, "infer-native": 1.0, "infer-onnxruntime": 1.0}
+            return {phase: (lambda phase=phase: calls.append((phase, plan.start)) or seconds[phase])
+                    for phase in PHASES}
+
+    monkeypatch.setattr("harness.bench.measure.result_row",
+                        lambda subject, phase, plan, seconds, peak, scope: {"phase": phase, "seconds": seconds})
+    plan = make_plan(1_000, 1, 100)  # 4 segments of 25 steps
+    rows = measure(FakeSubject(), plan, repeats=2, warmup=1)
+    train = [(phase, start) for phase, start in calls if phase.startswith("train")][2:]  # after the warm-up
+    assert [phase for phase, _ in train] == ["train", "train-bare", "train-bare", "train"] * 2 + \
+        ["train-bare", "train", "train", "train-bare"] * 2  # the second repeat opens with the other phase
+    assert [start for _, start in train[::2]] == [25, 50, 75, 100, 125, 150, 175, 200]  # both on each window
+    assert [start for _, start in train[1::2]] == [25, 50, 75, 100, 125, 150, 175, 200]
+    assert rows[PHASES.index("train")]["seconds"] == [4.0, 4.0]  # each repeat: its 4 segments
+    assert rows[PHASES.index("train-bare")]["seconds"] == [8.0, 8.0]
+    assert rows[PHASES.index("train")]["harness_to_bare"] == 2.0
 
 
 def test_harness_to_bare_is_taken_repeat_by_repeat(monkeypatch):
