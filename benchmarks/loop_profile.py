@@ -9,9 +9,10 @@ median microseconds over ``--steps`` steps:
 - ``gather``: the next batch of ``Dataset.train_batches`` (epoch order; numpy fancy index of a block of batches, dealt
   out as views);
 - ``augment``: ``random_crop_flip`` on it (what ``--augment`` adds; the 3-channel recipes use it);
-- ``convert``: the trainer's ``preparer()`` (numpy -> framework input; MindSpore's Dropout masks included);
+- ``convert``: the trainer's ``preparer()`` (numpy -> framework input; MindSpore's Dropout masks included, and
+  PyTorch's Dropout noise where its threads leave a core free);
 - ``masks``: MindSpore's host-drawn Dropout masks, drawn again on their own after the step (``convert`` holds them
-  too; torch draws its own inside the step);
+  too; PyTorch on every core draws its noise inside the step);
 - ``step``: the trainer's ``step_prepared`` (learning rate, forward, backward, update, loss read);
 - ``loop+gather``: ``train`` with a trainer that does nothing, per step: the gather above plus the loop's own
   bookkeeping (loss check, step row, progress), with no framework step between them;
@@ -64,6 +65,9 @@ class _Idle:
 
     def prepare_ahead(self) -> bool:
         return False
+
+    def prepared_bytes(self, batch_size: int) -> int:
+        return 0
 
     def predict(self, model, x, batch_size):
         return np.zeros((len(x), 10), np.float32)

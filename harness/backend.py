@@ -49,6 +49,10 @@ class Trainer(Protocol):
     def prepare_ahead(self) -> bool:
         """Whether making the next batch on another thread, beside this trainer's compute, gains time."""
 
+    def prepared_bytes(self, batch_size: int) -> int:
+        """Bytes ``preparer()`` draws for a batch of ``batch_size`` besides the batch itself (Dropout noise or
+        masks): with the images, what making a batch ahead would take off the step."""
+
     def state(self) -> dict[str, np.ndarray]:
         """Optimizer state by canonical names (``<param>.momentum_buffer``, ``.exp_avg``, ``.exp_avg_sq``, ``step``)."""
 

@@ -37,3 +37,18 @@ def both_backends(pytestconfig):
     if not {"pytorch", "mindspore"} <= set(names):
         pytest.skip(f"needs pytorch and mindspore; installed and selected: {names}")
     return get_backend("pytorch"), get_backend("mindspore")
+
+
+@pytest.fixture
+def core_left_free():
+    """PyTorch on one thread, so a core is left free: there its trainer draws Dropout noise with the batches."""
+    if not is_installed("pytorch"):
+        yield
+        return
+    backend = get_backend("pytorch")
+    threads = backend.threads()
+    backend.set_threads(1)
+    try:
+        yield
+    finally:
+        backend.set_threads(threads)

@@ -81,7 +81,8 @@ class PyTorchBackend:
         return TorchTrainer(model, train, decay_names)
 
     def rng_state(self, model) -> dict[str, np.ndarray]:
-        state = {"torch_cpu": torch.get_rng_state().numpy().copy()}
+        cpu = model.rng_taken if model.rng_taken is not None else torch.get_rng_state()
+        state = {"torch_cpu": cpu.numpy().copy()}
         if model.device.type == "cuda":  # dropout on a GPU draws from that device's generator
             state["torch_cuda"] = torch.cuda.get_rng_state(model.device).numpy().copy()
         return state
@@ -97,6 +98,7 @@ class PyTorchBackend:
                                    torch.cuda.get_rng_state(model.device).numel() if on_cuda else None)
         try:
             torch.set_rng_state(torch.from_numpy(state["torch_cpu"].copy()))
+            model.rng_taken = None
             if "torch_cuda" in state and on_cuda:
                 torch.cuda.set_rng_state(torch.from_numpy(state["torch_cuda"].copy()), model.device)
         except RuntimeError as error:  # the right size, but a state torch's generator rejects

@@ -52,12 +52,22 @@ class GraphNet(nn.Sequential):
             return super().forward(x)
         return self.outputs(x)[-1]
 
-    def outputs(self, x: torch.Tensor, keep: bool = False) -> list:
-        """``[x, each layer's output...]``; without ``keep`` each value is dropped after its last reader."""
+    def outputs(self, x: torch.Tensor, keep: bool = False, noise: dict[int, torch.Tensor] | None = None) -> list:
+        """``[x, each layer's output...]``; without ``keep`` each value is dropped after its last reader.
+
+        Args:
+            noise: by layer index, a Dropout's noise drawn beforehand (``dropout_noise``), used instead of drawing
+                it inside the layer (training mode on a CPU only: that is the computation it replaces).
+        """
         last_read = {source: index for index, sources in enumerate(self.wiring) for source in sources}
         values = [x]
         for index, (module, sources) in enumerate(zip(self.children(), self.wiring)):
-            values.append(module(*[values[source] for source in sources]))
+            if noise is not None and index in noise:
+                # F.dropout's training output on a CPU is input * noise, the noise drawn as in dropout_noise
+                # (aten/src/ATen/native/Dropout.cpp, _dropout_impl); its gradient is grad * noise either way.
+                values.append(values[sources[0]] * noise[index])
+            else:
+                values.append(module(*[values[source] for source in sources]))
             for source in sources if not keep else ():
                 if last_read[source] == index:
                     values[source] = None
@@ -71,6 +81,9 @@ class TorchModel:
     spec: ModelSpec
     module: GraphNet
     device: torch.device
+    # torch's CPU generator as of the last step taken, where the trainer draws Dropout noise ahead of its steps
+    # (the generator itself may be a batch or two further on); None: the generator itself is.
+    rng_taken: torch.Tensor | None = None
 
 
 # One entry per layer kind of the spec (harness.model.spec.LAYER_KINDS): the torch module that realises it.
@@ -88,6 +101,13 @@ BUILDERS: dict[type, Callable[[Any], nn.Module]] = {
     GlobalAvgPool: lambda layer: nn.AdaptiveAvgPool2d(1),
     Add: lambda layer: Sum(),
 }
+
+
+def dropout_noise(p: float, shape: tuple[int, ...]) -> torch.Tensor:
+    """What F.dropout(x, p, training=True) multiplies a CPU tensor ``x`` of ``shape`` by, drawn the same way from
+    torch's CPU generator (aten's _dropout_impl: an empty tensor, ``bernoulli_(1 - p)``, ``div_(1 - p)``), so
+    ``x * dropout_noise(p, x.shape)`` is F.dropout's output, bit for bit, and leaves the generator where it would."""
+    return torch.empty(shape).bernoulli_(1 - p).div_(1 - p)
 
 
 def build_layer(layer) -> nn.Module:

@@ -39,10 +39,13 @@ WARMUP_STEPS = 5
 # that takes them. One hides that work behind the current step; more would only hold memory (MindSpore's VGG11
 # masks at batch 256 are ~150 MB a batch). 0: every batch made on the stepping thread, just before its step.
 PREFETCH_BATCHES = 1
-# Only batches of at least this many bytes of images: only the bulk copies and draws run beside the step (numpy
-# releases the GIL for them); the rest of making a batch is Python, which waits for the GIL either way. LeNet5 at
-# batch 1 (4 KiB), one thread: 1.22 ms a step ahead, 1.14 in line; at batch 64 (256 KiB) ahead is faster.
-PREFETCH_MIN_BYTES = 64 * 1024
+# Only batches whose making writes at least this many bytes (images, Dropout noise or masks): only the bulk copies
+# and draws run beside the step (numpy and torch release the GIL for them); the rest of making a batch is Python,
+# which the stepping thread then waits for at the GIL. PyTorch, one thread, harness/bare in two blocks of 5 repeats:
+# LeNet5 at batch 64 (256 KiB of images) 1.010 and 1.005 in line, 1.003 and 1.002 ahead; at batch 256 (1 MiB) 0.999
+# and 1.004 in line, 1.004 and 1.019 ahead; simple-cnn at batch 1 (3 KiB of images, 29 KiB of noise) 1.031 and 1.025
+# in line, 1.009 and 1.007 ahead. MindSpore's LeNet5 at batch 64 read the same either way.
+PREFETCH_MIN_BYTES = 512 * 1024
 
 
 @dataclass
@@ -210,9 +213,11 @@ class _Loop:
         path = self.saving.save(state)
         self.saving.last_saved = f"{path} (step {self.position.step})"
 
-    def ahead_by(self, batch_bytes: int) -> int:
-        """How many batches to make ahead on a background thread (0: each on this thread, just before its step)."""
-        gains = batch_bytes >= PREFETCH_MIN_BYTES and self.trainer.prepare_ahead()
+    def ahead_by(self, batch_size: int, image_bytes: int) -> int:
+        """How many batches of ``batch_size`` images of ``image_bytes`` each to make ahead on a background thread
+        (0: each on this thread, just before its step)."""
+        made = batch_size * image_bytes + self.trainer.prepared_bytes(batch_size)
+        gains = made >= PREFETCH_MIN_BYTES and self.trainer.prepare_ahead()
         return PREFETCH_BATCHES if gains else 0
 
     def prepared(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[int, Any]]:
@@ -258,7 +263,7 @@ def _run_epoch(loop: _Loop, dataset: Dataset, config: RunConfig, rates: np.ndarr
     batches = dataset.train_batches(t.batch_size, t.seed, p.epoch, augment=config.data.augment)
     # Batches already taken are drawn again and dropped: their augmentation draws advance the stream. The next
     # batch is made on a background thread while the current step runs, where that gains (``_Loop.ahead_by``).
-    ahead_by = loop.ahead_by(t.batch_size * dataset.train_x[:1].nbytes)
+    ahead_by = loop.ahead_by(t.batch_size, dataset.train_x[:1].nbytes)
     with _Ahead(loop.prepared(itertools.islice(batches, p.batch, None)), ahead_by) as ahead:
         for images, inputs in ahead:
             loss = loop.step(images, inputs, p.epoch, float(rates[p.step]))

@@ -1,9 +1,9 @@
-"""The loop's speed-ups change nothing: batches gathered several at a time and made ahead on a background thread,
-torch.optim's foreach update called through its functional form, and MindSpore's compiled graph run without
-``Cell.__call__`` give the same weights, byte for byte, as the loop until 2026-12-05 (each batch gathered on its own
-on the stepping thread just before its step, ``optimizer.step()`` with torch's per-tensor update loop,
-``Cell.__call__`` every step); the background thread never outlives its epoch; and the data a run reads is read
-once for the runs of one process that need it."""
+"""The loop's speed-ups change nothing: batches gathered several at a time and made ahead on a background thread
+(PyTorch's Dropout noise with them), torch.optim's foreach update called through its functional form, and
+MindSpore's compiled graph run without ``Cell.__call__`` give the same weights, byte for byte, as the loop until
+2026-12-05 (each batch gathered on its own on the stepping thread just before its step, Dropout's noise drawn in the
+forward, ``optimizer.step()`` with torch's per-tensor update loop, ``Cell.__call__`` every step); the background
+thread never outlives its epoch; and the data a run reads is read once for the runs of one process that need it."""
 
 from __future__ import annotations
 
@@ -35,12 +35,13 @@ def _config(backend: str, model: str, optimizer: dict):
 
 
 def _as_until_now(trainer) -> None:
-    """The trainer's own speed-ups off: ``optimizer.step()`` with torch.optim's per-tensor loop; ``Cell.__call__``
-    on every MindSpore step."""
+    """The trainer's own speed-ups off: ``optimizer.step()`` with torch.optim's per-tensor loop and Dropout's noise
+    drawn inside the forward; ``Cell.__call__`` on every MindSpore step."""
     if hasattr(trainer, "run_cell"):
         trainer.run_cell = trainer.cell
     else:
         trainer.direct_update = False
+        trainer.noise_ahead = False
         for group in trainer.optimizer.param_groups:
             group["foreach"] = False
 
@@ -68,10 +69,10 @@ def _stepped_by_hand(config) -> dict[str, np.ndarray]:
     ("lenet-tiny", {"optimizer": "sgd", "nesterov": True, "weight_decay": 0.01}),
     ("lenet-tiny", {"optimizer": "sgd", "momentum": 0.0})], ids=str)
 def test_the_loop_writes_the_weights_it_wrote_before_its_speed_ups(backend_name, model, optimizer, tmp_path,
-                                                                    monkeypatch):
+                                                                    monkeypatch, core_left_free):
     config = _config(backend_name, model, optimizer)
     # Made ahead whatever this machine's cores and threads would choose (PyTorch on all cores makes them in line).
-    monkeypatch.setattr(loop._Loop, "ahead_by", lambda self, batch_bytes: 1)
+    monkeypatch.setattr(loop._Loop, "ahead_by", lambda self, batch_size, image_bytes: 1)
     # Blocks of two batches: the run's batches come from three blocks, the last one holding the partial batch.
     monkeypatch.setattr(batches, "GATHER_BYTES", 2 * 32 * 4 * int(np.prod(registry_spec(model).input_shape)))
     written = read_arrays(execute(config, tmp_path, quiet=True).run_dir / "weights.npz")
@@ -83,8 +84,8 @@ def test_the_loop_writes_the_weights_it_wrote_before_its_speed_ups(backend_name,
 
 
 class _Trainer:
-    def __init__(self, ahead: bool) -> None:
-        self.ahead = ahead
+    def __init__(self, ahead: bool, noise_per_image: int = 0) -> None:
+        self.ahead, self.noise_per_image = ahead, noise_per_image
 
     def preparer(self):
         return lambda x, y: (x, y)
@@ -95,12 +96,30 @@ class _Trainer:
     def prepare_ahead(self) -> bool:
         return self.ahead
 
+    def prepared_bytes(self, batch_size: int) -> int:
+        return batch_size * self.noise_per_image
+
 
 def test_batches_go_ahead_only_where_the_trainer_gains_and_they_are_big_enough():
     big, small = loop.PREFETCH_MIN_BYTES, loop.PREFETCH_MIN_BYTES - 1
-    assert loop._Loop(None, None, _Trainer(True), None).ahead_by(big) == loop.PREFETCH_BATCHES >= 1
-    assert loop._Loop(None, None, _Trainer(True), None).ahead_by(small) == 0
-    assert loop._Loop(None, None, _Trainer(False), None).ahead_by(big) == 0
+    assert loop._Loop(None, None, _Trainer(True), None).ahead_by(1, big) == loop.PREFETCH_BATCHES >= 1
+    assert loop._Loop(None, None, _Trainer(True), None).ahead_by(2, big // 2) == loop.PREFETCH_BATCHES
+    assert loop._Loop(None, None, _Trainer(True), None).ahead_by(1, small) == 0
+    assert loop._Loop(None, None, _Trainer(False), None).ahead_by(1, big) == 0
+    # the noise or masks the trainer draws count with the images
+    assert loop._Loop(None, None, _Trainer(True, noise_per_image=small), None).ahead_by(1, 1) == loop.PREFETCH_BATCHES
+    assert loop._Loop(None, None, _Trainer(True, noise_per_image=small - 1), None).ahead_by(1, 1) == 0
+
+
+def test_the_trainers_count_the_dropout_noise_they_draw(backend, core_left_free):
+    spec = registry_spec("simple-cnn")  # one Dropout on 10 x 27 x 27 float32 values an image
+    t = build_config({"model": "simple-cnn"}).train
+    trainer = backend.make_trainer(backend.build(spec, "cpu"), t, set())
+    assert trainer.prepared_bytes(64) == 64 * 10 * 27 * 27 * 4
+    assert backend.make_trainer(backend.build(registry_spec("lenet5"), "cpu"), t, set()).prepared_bytes(64) == 0
+    if backend.name == "pytorch":  # on every core the forward draws it, as the layer does
+        backend.set_threads(cores())
+        assert trainer.prepared_bytes(64) == 0
 
 
 def test_pytorch_on_the_cpu_makes_batches_ahead_only_with_a_core_its_threads_leave_free():

@@ -17,6 +17,7 @@ from harness.cli.main import main
 from harness.config import build_config
 from harness.model.weights import init_weights
 from harness.training.checkpoint import CHECKPOINT_NAME, read_checkpoint
+from harness.training import loop
 from harness.training.loop import Checkpointing, train
 from harness.training.run import load_data
 from tests.support import REPO_ROOT
@@ -102,8 +103,13 @@ def _train_in_memory(backend, config, resume=None, every: int = 0):
     return backend.get_weights(model), saved, result
 
 
-@pytest.mark.parametrize("model,optimizer", [("lenet5", "adam"), ("simple-cnn", "sgd")])
-def test_resume_in_process_restores_optimizer_and_dropout_state(backend_name, backend, model, optimizer):
+@pytest.mark.parametrize("model,optimizer,ahead", [("lenet5", "adam", False), ("simple-cnn", "sgd", False),
+                                                   ("simple-cnn", "sgd", True)])
+def test_resume_in_process_restores_optimizer_and_dropout_state(backend_name, backend, model, optimizer, ahead,
+                                                                 monkeypatch, request):
+    if ahead:  # batches made on the background thread while a step runs (PyTorch's Dropout noise with them)
+        monkeypatch.setattr(loop._Loop, "ahead_by", lambda self, batch_size, image_bytes: 1)
+        request.getfixturevalue("core_left_free")
     config = _config(backend_name, model, optimizer=optimizer, learning_rate=1e-3, momentum=0.9)
     straight, saved, _ = _train_in_memory(backend, config, every=3)
     mid_epoch = next(c for c in saved if c.position.batch and c.position.epoch == 1)
