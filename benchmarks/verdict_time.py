@@ -14,12 +14,22 @@ from __future__ import annotations
 
 import collections
 import functools
+import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import harness  # noqa: E402
+
+# An editable install maps harness.backends to the checkout it was made from (pyproject.toml's package-dir): this
+# checkout's own backends/ instead, so that a worktree of another commit is timed with that commit's backends.
+_spec = importlib.util.spec_from_file_location("harness.backends", ROOT / "backends" / "__init__.py")
+harness.backends = sys.modules["harness.backends"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(harness.backends)
 
 from harness.cli.main import main as harness_main  # noqa: E402
 from harness.compare import session  # noqa: E402
