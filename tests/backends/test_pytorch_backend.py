@@ -30,3 +30,22 @@ def test_noise_drawn_on_another_thread_gives_dropouts_output_gradient_and_genera
         assert torch.equal(got, want)
         assert torch.equal(*(torch.autograd.grad(out, x, grad)[0] for out in (got, want)))
     assert not torch.equal(drawn[0], drawn[1])
+
+
+def test_a_users_module_draws_its_own_noise(core_left_free):
+    # harness port trains the user's module through a view: its forward is theirs, so no noise is drawn for it
+    from harness.backends.pytorch.build import TorchModel, build, torch_name
+    from harness.backends.pytorch.port import CanonicalView
+    from harness.backends.pytorch.trainer import TorchTrainer
+    from harness.config import TrainConfig
+    from tests.support import registry_spec
+
+    spec = registry_spec("simple-cnn")  # has a Dropout
+    user = build(spec, torch.device("cpu")).module  # stands in for the user's module
+    params = {name: dict(user.named_parameters())[torch_name(name)] for name in spec.trainable_names()}
+    trainer = TorchTrainer(TorchModel(spec, CanonicalView(user, params), torch.device("cpu")), TrainConfig(), set())
+    assert trainer.prepare_ahead() and trainer.prepared_bytes(16) == 0
+    x = torch.randn(16, *spec.input_shape, generator=torch.Generator().manual_seed(0)).numpy()
+    torch.manual_seed(5)
+    loss = trainer.step(x, (torch.arange(16) % 10).numpy(), 0.01)
+    assert loss > 0 and not torch.equal(torch.get_rng_state(), torch.manual_seed(5).get_state())  # drawn inside
