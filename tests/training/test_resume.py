@@ -16,8 +16,8 @@ import pytest
 from harness.cli.main import main
 from harness.config import build_config
 from harness.model.weights import init_weights
-from harness.training.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from harness.training import loop
+from harness.training.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from harness.training.loop import Checkpointing, train
 from harness.training.run import load_data
 from tests.support import REPO_ROOT
