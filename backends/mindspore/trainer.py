@@ -25,7 +25,7 @@ except ImportError:
     _cell_graph_executor = _convert_python_data = _get_mode = None
 
 from harness.config import TrainConfig
-from harness.model.spec import Dropout, ModelSpec
+from harness.model.spec import ModelSpec
 
 from .build import GraphCell, MsModel
 from .optim import hyper_values, make_optimizer, slot_names, slot_parameters
@@ -108,11 +108,10 @@ def mask_arrays(spec: ModelSpec, seed: int, step: int, batch: int) -> list[np.nd
     1 / (1 - p) (torch's and nn.Dropout's scaling), drawn keyed by (seed, layer position, step), so a run is
     repeatable and a resumed run continues the stream from the step it stopped at."""
     masks = []
-    for position, (layer, shape) in enumerate(zip(spec.layers, spec.output_shapes)):
-        if isinstance(layer, Dropout):
-            draws = np.random.default_rng([seed, position, step]).random((batch, *shape), dtype=np.float32)
-            # In place into the draws: the values of (draws >= p) * scale without a third array.
-            masks.append(np.multiply(draws >= np.float32(layer.p), np.float32(1.0 / (1.0 - layer.p)), out=draws))
+    for position, layer, shape in spec.dropouts():
+        draws = np.random.default_rng([seed, position, step]).random((batch, *shape), dtype=np.float32)
+        # In place into the draws: the values of (draws >= p) * scale without a third array.
+        masks.append(np.multiply(draws >= np.float32(layer.p), np.float32(1.0 / (1.0 - layer.p)), out=draws))
     return masks
 
 
@@ -159,9 +158,7 @@ class MsTrainer:
 
     def prepared_bytes(self, batch_size: int) -> int:
         """Bytes of Dropout masks ``preparer()`` draws for a batch of ``batch_size``."""
-        return sum(4 * batch_size * math.prod(shape) for layer, shape in zip(self.model.spec.layers,
-                                                                              self.model.spec.output_shapes)
-                   if isinstance(layer, Dropout))  # float32, as mask_arrays draws them
+        return sum(4 * batch_size * math.prod(shape) for _, _, shape in self.model.spec.dropouts())  # float32
 
     def preparer(self) -> Callable[[np.ndarray, np.ndarray], Prepared]:
         """What turns the host batches of the coming steps, in order, into ``Prepared`` ones: numpy only, so it

@@ -13,7 +13,6 @@ from torch.optim.sgd import sgd
 
 from harness.config import TrainConfig
 from harness.machine import cores
-from harness.model.spec import Dropout
 
 from .build import GraphNet, TorchModel, dropout_noise, torch_name
 
@@ -115,9 +114,8 @@ class TorchTrainer:
         model.rng_taken = None  # the generator was just reseeded
         # (layer index, p, per-sample shape) of each Dropout that draws: p 0 and 1 draw nothing (aten's _dropout_impl).
         # Only the harness's own GraphNet takes noise drawn beforehand; a user's module (harness port) draws its own.
-        self._dropouts = [(index, layer.p, shape) for index, (layer, shape)
-                          in enumerate(zip(model.spec.layers, model.spec.output_shapes))
-                          if isinstance(layer, Dropout) and 0 < layer.p < 1 and isinstance(model.module, GraphNet)]
+        self._dropouts = [(index, layer.p, shape) for index, layer, shape in model.spec.dropouts()
+                          if 0 < layer.p < 1 and isinstance(model.module, GraphNet)]
         self.noise_ahead = True  # False: Dropout draws its noise inside the forward, as until 2026-12-05
         self._names = {p: name for name in model.spec.trainable_names()
                        for key, p in model.module.named_parameters() if key == torch_name(name)}

@@ -305,6 +305,12 @@ class ModelSpec:
         """The user's own name of a canonical tensor (an ONNX initializer's), else the canonical name."""
         return dict(self.source_names).get(canonical, canonical)
 
+    def dropouts(self) -> list[tuple[int, Dropout, Shape]]:
+        """(layer index, layer, shape without the batch axis) of each Dropout, in execution order: where a
+        backend draws masks outside its layers, one per Dropout and step."""
+        return [(index, layer, shape) for index, (layer, shape) in enumerate(zip(self.layers, self.output_shapes))
+                if isinstance(layer, Dropout)]
+
     def param_shapes(self) -> dict[str, Shape]:
         """Every canonical tensor (trainable and buffers) in execution order."""
         return {
