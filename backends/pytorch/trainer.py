@@ -115,7 +115,7 @@ class TorchTrainer:
         # (layer index, p, per-sample shape) of each Dropout that draws: p 0 and 1 draw nothing (aten's _dropout_impl).
         # Only the harness's own GraphNet takes noise drawn beforehand; a user's module (harness port) draws its own.
         self._dropouts = [(index, layer.p, shape) for index, layer, shape in model.spec.dropouts()
-                          if 0 < layer.p < 1 and isinstance(model.module, GraphNet)]
+                          if 0 < layer.p < 1] if isinstance(model.module, GraphNet) else []
         self.noise_ahead = True  # False: Dropout draws its noise inside the forward, as until 2026-12-05
         self._names = {p: name for name in model.spec.trainable_names()
                        for key, p in model.module.named_parameters() if key == torch_name(name)}
