@@ -10,9 +10,10 @@ median microseconds over ``--steps`` steps:
   out as views);
 - ``augment``: ``random_crop_flip`` on it (what ``--augment`` adds; the 3-channel recipes use it);
 - ``convert``: the trainer's ``preparer()`` (numpy -> framework input; MindSpore's Dropout masks included, and
-  PyTorch's Dropout noise where its threads leave a core free);
+  PyTorch's Dropout noise on a CPU: in C where ``bernoulli.c`` is built, else only where its threads leave a core
+  free);
 - ``masks``: MindSpore's host-drawn Dropout masks, drawn again on their own after the step (``convert`` holds them
-  too; PyTorch on every core draws its noise inside the step);
+  too; PyTorch without ``bernoulli.c``, on every core, draws its noise inside the step);
 - ``step``: the trainer's ``step_prepared`` (learning rate, forward, backward, update, loss read);
 - ``loop+gather``: ``train`` with a trainer that does nothing, per step: the gather above plus the loop's own
   bookkeeping (loss check, step row, progress), with no framework step between them;

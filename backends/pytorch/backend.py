@@ -17,6 +17,7 @@ from . import bare as _bare
 from . import build as _build
 from . import forward as _forward
 from .export import export_onnx as _export_onnx
+from .noise import native_draw_ready
 from .trainer import TorchTrainer
 
 _PREFERENCE = ("npu", "cuda", "cpu")  # what `auto` picks first
@@ -66,7 +67,9 @@ class PyTorchBackend:
         return device
 
     def versions(self) -> dict[str, str]:
-        return {"torch": torch.__version__, "numpy": np.__version__, "torch_threads": str(torch.get_num_threads())}
+        # Which code draws Dropout's noise on a CPU: the same bits either way, at another speed (noise.py).
+        return {"torch": torch.__version__, "numpy": np.__version__, "torch_threads": str(torch.get_num_threads()),
+                "dropout_noise": "bernoulli.c" if native_draw_ready() else "torch"}
 
     def build(self, spec: ModelSpec, device: str) -> _build.TorchModel:
         return _build.build(spec, torch.device(device))

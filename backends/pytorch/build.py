@@ -56,14 +56,14 @@ class GraphNet(nn.Sequential):
         """``[x, each layer's output...]``; without ``keep`` each value is dropped after its last reader.
 
         Args:
-            noise: by layer index, a Dropout's noise drawn beforehand (``dropout_noise``), used instead of drawing
-                it inside the layer (training mode on a CPU only: that is the computation it replaces).
+            noise: by layer index, a Dropout's noise drawn beforehand (``noise.dropout_noise``), used instead of
+                drawing it inside the layer (training mode on a CPU only: that is the computation it replaces).
         """
         last_read = {source: index for index, sources in enumerate(self.wiring) for source in sources}
         values = [x]
         for index, (module, sources) in enumerate(zip(self.children(), self.wiring)):
             if noise is not None and index in noise:
-                # F.dropout's training output on a CPU is input * noise, the noise drawn as in dropout_noise
+                # F.dropout's training output on a CPU is input * noise, the noise drawn as in noise.dropout_noise
                 # (aten/src/ATen/native/Dropout.cpp, _dropout_impl); its gradient is grad * noise either way.
                 values.append(values[sources[0]] * noise[index])
             else:
@@ -101,13 +101,6 @@ BUILDERS: dict[type, Callable[[Any], nn.Module]] = {
     GlobalAvgPool: lambda layer: nn.AdaptiveAvgPool2d(1),
     Add: lambda layer: Sum(),
 }
-
-
-def dropout_noise(p: float, shape: tuple[int, ...]) -> torch.Tensor:
-    """What F.dropout(x, p, training=True) multiplies a CPU tensor ``x`` of ``shape`` by, drawn the same way from
-    torch's CPU generator (aten's _dropout_impl: an empty tensor, ``bernoulli_(1 - p)``, ``div_(1 - p)``), so
-    ``x * dropout_noise(p, x.shape)`` is F.dropout's output, bit for bit, and leaves the generator where it would."""
-    return torch.empty(shape).bernoulli_(1 - p).div_(1 - p)
 
 
 def build_layer(layer) -> nn.Module:

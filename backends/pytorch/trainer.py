@@ -14,7 +14,8 @@ from torch.optim.sgd import sgd
 from harness.config import TrainConfig
 from harness.machine import cores
 
-from .build import GraphNet, TorchModel, dropout_noise, torch_name
+from .build import GraphNet, TorchModel, torch_name
+from .noise import dropout_noise, native_draw_ready
 
 # Canonical optimizer-state names -> torch's per-parameter state keys.
 _STATE_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq")
@@ -141,13 +142,16 @@ class TorchTrainer:
 
     def preparer(self) -> Callable[[np.ndarray, np.ndarray], Batch]:
         """What turns a host batch into this trainer's inputs, safe to call on another thread while a step runs
-        (the loop prepares the next batch there): CPU tensors sharing the arrays' memory and, where PyTorch's
-        threads leave a core free, each Dropout's noise, drawn here as the layer would draw it in the forward.
+        (the loop prepares the next batch there): CPU tensors sharing the arrays' memory and, on a CPU, each
+        Dropout's noise, drawn here as the layer would draw it in the forward.
 
-        torch draws that noise on one thread whatever its thread count: 3.3 ms a step for simple-cnn at batch 64,
-        of a 17 ms step on one thread. Drawn here with every core computing, it only moved out of cache before its
-        use: harness/bare 0.991 and 0.997 against 1.009 and 1.010 drawn in the forward (both cores)."""
-        if self.noise_ahead and self._dropouts and self.model.device.type == "cpu" and self.prepare_ahead():
+        torch draws that noise on one thread whatever its thread count: 3.4 ms a step for simple-cnn at batch 64.
+        ``noise.dropout_noise`` draws the same bits in C in a tenth of that, so the noise is drawn here wherever
+        that extension is ready. Without it, only where PyTorch's threads leave a core free to draw on: drawn here
+        in line with torch's own draw, it only moved out of cache before its use (harness/bare 0.991 and 0.997,
+        against 1.009 and 1.010 drawn in the forward, simple-cnn at batch 64 on both cores)."""
+        if (self.noise_ahead and self._dropouts and self.model.device.type == "cpu"
+                and (native_draw_ready() or self.prepare_ahead())):
             return self._with_noise
         return _as_batch
 

@@ -1,4 +1,5 @@
-"""PyTorch-only translations: Dropout's noise drawn apart from its layer computes what the layer computes."""
+"""PyTorch-only translations: Dropout's noise drawn apart from its layer computes what the layer computes, drawn in
+C (``bernoulli.c``) or by torch."""
 
 from __future__ import annotations
 
@@ -9,7 +10,69 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from harness.backends.pytorch.build import dropout_noise  # noqa: E402
+from harness.backends.pytorch import noise  # noqa: E402
+from harness.backends.pytorch.noise import dropout_noise  # noqa: E402
+
+
+def _torch_draw(p, shape):
+    return torch.empty(shape).bernoulli_(1 - p).div_(1 - p)  # aten's _dropout_impl on a CPU
+
+
+@pytest.fixture
+def native():
+    if noise.bernoulli is None:
+        pytest.skip("bernoulli.c is built at install only where a C compiler is found")
+    assert noise.native_draw_ready()
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.7, 0.123, 0.9999])
+@pytest.mark.parametrize("offset", [0, 1, 623, 624, 625])
+def test_the_c_draw_gives_torchs_bits_and_leaves_its_generator_where_torch_does(native, p, offset):
+    # Sizes across the C loops' edges: one element, a twist (312 elements of two outputs), a chunk (4,096).
+    sizes = [(1,), (311,), (313,), (4095,), (4097,), (3, 10, 27, 27), (0,)]
+    for seed in (0, 7):
+        torch.manual_seed(seed)
+        torch.rand(offset)  # float32 draws take one output each: starts at every parity and around a twist
+        start = torch.get_rng_state()
+        want = [_torch_draw(p, size) for size in sizes] + [torch.rand(5)]
+        torch.set_rng_state(start)
+        got = [noise.dropout_noise(p, size) for size in sizes] + [torch.rand(5)]
+        for size, expected, drawn in zip(sizes + ["next draw"], want, got):
+            assert torch.equal(drawn, expected), (seed, size)
+    assert 0 < int(got[5].count_nonzero()) < got[5].numel()
+
+
+def test_runs_record_which_code_drew_the_noise(native, monkeypatch):
+    from harness.backend import get_backend
+    from harness.backends.pytorch import backend
+
+    assert get_backend("pytorch").versions()["dropout_noise"] == "bernoulli.c"
+    monkeypatch.setattr(backend, "native_draw_ready", lambda: False)
+    assert get_backend("pytorch").versions()["dropout_noise"] == "torch"
+
+
+def test_a_torch_that_draws_otherwise_gets_its_own_draw(native, monkeypatch):
+    built = noise.bernoulli
+
+    class Shifted:  # a generator whose bits differ from torch's by one word
+        @staticmethod
+        def draw(words, position, threshold, scale, out):
+            return built.draw(words, min(position + 1, 624), threshold, scale, out)
+
+    monkeypatch.setattr(noise, "bernoulli", Shifted)
+    noise.native_draw_ready.cache_clear()
+    try:
+        assert noise.native_draw_ready() is False
+        torch.manual_seed(2)
+        want = _torch_draw(0.3, (64, 7))
+        torch.manual_seed(2)
+        assert torch.equal(noise.dropout_noise(0.3, (64, 7)), want)
+        monkeypatch.setattr(noise, "bernoulli", None)  # not built
+        noise.native_draw_ready.cache_clear()
+        assert noise.native_draw_ready() is False
+    finally:
+        monkeypatch.undo()
+        noise.native_draw_ready.cache_clear()
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.9])

@@ -83,6 +83,16 @@ def test_the_loop_writes_the_weights_it_wrote_before_its_speed_ups(backend_name,
         np.testing.assert_array_equal(written[name], value, err_msg=name)
 
 
+def test_pytorch_on_every_core_writes_the_weights_it_wrote_before_its_speed_ups(tmp_path):
+    # Dropout's noise drawn in line, in C where it is built, on PyTorch's default threads (all cores)
+    pytest.importorskip("torch")
+    config = _config("pytorch", "simple-cnn", {"optimizer": "sgd"})
+    written = read_arrays(execute(config, tmp_path, quiet=True).run_dir / "weights.npz")
+    by_hand = _stepped_by_hand(config)
+    for name, value in by_hand.items():
+        np.testing.assert_array_equal(written[name], value, err_msg=name)
+
+
 class _Trainer:
     def __init__(self, ahead: bool, noise_per_image: int = 0) -> None:
         self.ahead, self.noise_per_image = ahead, noise_per_image
@@ -111,7 +121,7 @@ def test_batches_go_ahead_only_where_the_trainer_gains_and_they_are_big_enough()
     assert loop._Loop(None, None, _Trainer(True, noise_per_image=small - 1), None).ahead_by(1, 1) == 0
 
 
-def test_the_trainers_count_the_dropout_noise_they_draw(backend, core_left_free):
+def test_the_trainers_count_the_dropout_noise_they_draw(backend, core_left_free, monkeypatch):
     if backend.name == "pytorch" and cores() < 2:
         pytest.skip("one core: PyTorch draws Dropout noise ahead only with a core its threads leave free")
     spec = registry_spec("simple-cnn")  # one Dropout on 10 x 27 x 27 float32 values an image
@@ -119,8 +129,12 @@ def test_the_trainers_count_the_dropout_noise_they_draw(backend, core_left_free)
     trainer = backend.make_trainer(backend.build(spec, "cpu"), t, set())
     assert trainer.prepared_bytes(64) == 64 * 10 * 27 * 27 * 4
     assert backend.make_trainer(backend.build(registry_spec("lenet5"), "cpu"), t, set()).prepared_bytes(64) == 0
-    if backend.name == "pytorch":  # on every core the forward draws it, as the layer does
+    if backend.name == "pytorch":  # on every core: drawn with the batch in C, else by the layer in the forward
+        from harness.backends.pytorch import trainer as torch_trainer
+
         backend.set_threads(cores())
+        assert trainer.prepared_bytes(64) == (64 * 10 * 27 * 27 * 4 if torch_trainer.native_draw_ready() else 0)
+        monkeypatch.setattr(torch_trainer, "native_draw_ready", lambda: False)
         assert trainer.prepared_bytes(64) == 0
 
 
