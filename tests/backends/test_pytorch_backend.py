@@ -112,3 +112,17 @@ def test_a_users_module_draws_its_own_noise(core_left_free):
     torch.manual_seed(5)
     loss = trainer.step(x, (torch.arange(16) % 10).numpy(), 0.01)
     assert loss > 0 and not torch.equal(torch.get_rng_state(), torch.manual_seed(5).get_state())  # drawn inside
+
+
+def test_checking_the_c_draw_leaves_every_generator_as_it_was(native, monkeypatch):
+    seeded = []
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: seeded.append(seed))  # would reseed CUDA's too
+    torch.set_rng_state(torch.Generator().manual_seed(11).get_state())
+    torch.rand(3)
+    before = torch.get_rng_state()
+    noise.native_draw_ready.cache_clear()
+    try:
+        assert noise.native_draw_ready() is True
+    finally:
+        noise.native_draw_ready.cache_clear()
+    assert seeded == [] and torch.equal(torch.get_rng_state(), before)
