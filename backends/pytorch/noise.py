@@ -1,6 +1,6 @@
 """Dropout's noise drawn apart from its layer: what F.dropout multiplies a CPU tensor by, from torch's generator.
 
-torch draws that noise on one thread, element by element (3.4 ms for simple-cnn at batch 64, a quarter of its
+torch draws that noise on one thread, element by element (3.4 ms for simple-cnn at batch 64, over a quarter of its
 step on both cores). ``bernoulli.c`` makes the same bits from the same generator state about ten times faster.
 Before its first use in a process it is checked against torch's own draw, and torch's draw is used instead where
 the extension was not built (no C compiler at install) or the check fails (a torch that draws another way).
